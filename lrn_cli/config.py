@@ -1,0 +1,386 @@
+"""The config schema: the single source of truth for keys, types, defaults and allowed ranges.
+
+A config is a YAML file validated into `Config`. `--set KEY=VALUE` overrides any key (dotted
+keys, values parsed as YAML). Every mistake becomes a `UserError` that names the key, the value
+and what is allowed; an unknown key also gets the closest valid key as a suggestion.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+from .errors import UserError
+from .lrn.conventions import CONVENTIONS, REGIONS, check_params, with_defaults
+
+
+class _Strict(BaseModel):
+    # strict: no silent coercion ("5" is not an int, true is not 1); extra keys are errors
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------- norm
+
+class NormConfig(_Strict):
+    """What every `norm` slot of a model becomes. LRN parameters left out take the defaults of
+    the chosen convention (`lrn_cli.lrn.conventions.DEFAULTS`); their ranges are checked by
+    `lrn_cli.lrn.conventions.check_params`, the same check the layer itself makes."""
+
+    type: Literal["lrn", "none", "batchnorm", "groupnorm"] = "lrn"
+    size: int | None = Field(None, description="LRN window: channels (across) or n x n pixels (within)")
+    alpha: float | None = Field(None, description="LRN scale, in the convention's own meaning")
+    beta: float | None = Field(None, description="LRN exponent")
+    k: float | None = Field(None, description="LRN additive constant")
+    region: Literal[REGIONS] = "across"  # type: ignore[valid-type]
+    convention: Literal[CONVENTIONS] = "torch"  # type: ignore[valid-type]
+    groups: int = Field(8, ge=1, description="groupnorm: number of groups")
+
+    @model_validator(mode="after")
+    def _fill_and_check(self, info: ValidationInfo) -> "NormConfig":
+        for name, value in with_defaults(self.convention, size=self.size, alpha=self.alpha,
+                                         beta=self.beta, k=self.k).items():
+            setattr(self, name, value)
+        if self.type == "lrn":
+            check_params(self.size, self.alpha, self.beta, self.k, self.region, self.convention,
+                         prefix=(info.context or {}).get("prefix", "model.norm."), error=UserError)
+        return self
+
+
+# ----------------------------------------------------------------------------- layers
+
+class ConvSpec(_Strict):
+    out: int = Field(ge=1)
+    kernel: int = Field(3, ge=1)
+    stride: int = Field(1, ge=1)
+    padding: int | None = Field(None, ge=0, description="default: kernel // 2")
+    groups: int = Field(1, ge=1)
+    bias: bool = True
+
+
+class PoolSpec(_Strict):
+    kind: Literal["max", "avg"] = "max"
+    kernel: int = Field(2, ge=1)
+    stride: int | None = Field(None, ge=1, description="default: kernel")
+    padding: int = Field(0, ge=0)
+    ceil: bool = Field(False, description="ceil mode, as Caffe sizes its pooling outputs")
+
+
+class AdaptivePoolSpec(_Strict):
+    kind: Literal["max", "avg"] = "avg"
+    size: int = Field(1, ge=1)
+
+
+class FcSpec(_Strict):
+    out: int | None = Field(None, ge=1, description="default: model.num_classes")
+    bias: bool = True
+
+
+class DropoutSpec(_Strict):
+    p: float = Field(0.5, ge=0, lt=1)
+
+
+class EmptySpec(_Strict):
+    pass
+
+
+class NormSlotSpec(_Strict):
+    """A `norm` slot; any key given here overrides `model.norm` for this slot only."""
+
+    type: Literal["lrn", "none", "batchnorm", "groupnorm"] | None = None
+    size: int | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    k: float | None = None
+    region: Literal[REGIONS] | None = None  # type: ignore[valid-type]
+    convention: Literal[CONVENTIONS] | None = None  # type: ignore[valid-type]
+    groups: int | None = None
+
+
+def slot_norm(norm: NormConfig, slot: NormSlotSpec, prefix: str) -> NormConfig:
+    """The norm settings of one `norm` slot: `model.norm` with the slot's own keys on top."""
+    merged = {**norm.model_dump(), **slot.model_dump(exclude_none=True)}
+    try:
+        return NormConfig.model_validate(merged, context={"prefix": prefix})
+    except ValidationError as e:
+        raise UserError(_format_errors(e, prefix=prefix)) from None
+
+
+LAYER_SPECS: dict[str, type[_Strict]] = {
+    "conv": ConvSpec, "pool": PoolSpec, "adaptive_pool": AdaptivePoolSpec, "fc": FcSpec,
+    "dropout": DropoutSpec, "norm": NormSlotSpec, "relu": EmptySpec, "flatten": EmptySpec,
+}
+# the argument a scalar shorthand sets: `- fc: 10`, `- dropout: 0.5`, `- conv: 32`
+_SHORTHAND = {"conv": "out", "fc": "out", "dropout": "p", "pool": "kernel", "adaptive_pool": "size",
+              "norm": "type"}
+
+
+def parse_layer(item: Any, where: str) -> tuple[str, _Strict]:
+    """One entry of `model.layers` (`relu`, `{conv: {out: 32}}`, `{fc: 10}`) -> (kind, spec)."""
+    if isinstance(item, str):
+        kind, args = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        kind, args = next(iter(item.items()))
+        if args is None:
+            args = {}
+        elif not isinstance(args, dict):
+            if kind not in _SHORTHAND:
+                raise UserError(f"{where}: '{kind}' takes no value (got {args!r}); write it as '- {kind}'")
+            args = {_SHORTHAND[kind]: args}
+    else:
+        raise UserError(f"{where}: a layer is a name ('relu') or a one-key mapping "
+                        f"('conv: {{out: 32, kernel: 5}}'), got {item!r}")
+    if kind not in LAYER_SPECS:
+        raise UserError(f"{where}: unknown layer '{kind}'{_suggest(kind, LAYER_SPECS)}; "
+                        f"layers are {', '.join(LAYER_SPECS)}")
+    try:
+        return kind, LAYER_SPECS[kind].model_validate(args)
+    except ValidationError as e:
+        raise UserError(_format_errors(e, prefix=f"{where}.{kind}.")) from None
+
+
+# ----------------------------------------------------------------------------- sections
+
+class AugmentConfig(_Strict):
+    crop: int = Field(4, ge=0, description="random-crop padding in pixels (0: no crop)")
+    flip: bool = Field(True, description="random horizontal flip")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, v: Any) -> Any:  # `augment: false` switches it all off
+        if v is True:
+            return {}
+        if v is False:
+            return {"crop": 0, "flip": False}
+        return v
+
+
+class DataConfig(_Strict):
+    dataset: Literal["cifar10", "synthetic"] = "cifar10"
+    root: str = Field("data", description="folder holding cifar-10-batches-py (or that folder)")
+    download: bool = False
+    image_size: int | None = Field(None, ge=8, le=1024, description="default: the dataset's own")
+    classes: int | list[str] | None = Field(None, description="first N classes, or a list of names")
+    per_class: int | None = Field(None, ge=1, description="cap on training images per class")
+    test_per_class: int | None = Field(None, ge=1, description="cap on test images per class")
+    val_split: float = Field(0.0, ge=0, lt=1, description="fraction of train held out for validation")
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 2:
+            raise ValueError("must be at least 2")
+        if isinstance(v, list) and len(set(v)) < 2:
+            raise ValueError("must name at least 2 different classes")
+        return v
+
+
+DEFAULT_PRESET = "cifar10_full"
+
+
+class ModelConfig(_Strict):
+    preset: str | None = Field(None, description="a named network (see `lrn_cli.models.PRESETS`); "
+                                                 f"default {DEFAULT_PRESET} when model.layers is not given")
+    layers: list[Union[str, dict[str, Any]]] | None = Field(None, description="a layer list")
+    num_classes: int | None = Field(None, ge=2, description="default: from the dataset")
+    norm: NormConfig = NormConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        from .models import PRESETS
+
+        if self.preset is not None and self.layers is not None:
+            raise UserError("model: give model.preset (one of "
+                            f"{', '.join(PRESETS)}) or model.layers (a layer list), not both; "
+                            "set the other to null")
+        if self.preset is None and self.layers is None:
+            self.preset = DEFAULT_PRESET
+        if self.preset is not None and self.preset not in PRESETS:
+            raise UserError(f"model.preset: unknown preset '{self.preset}'{_suggest(self.preset, PRESETS)}; "
+                            f"presets are {', '.join(PRESETS)}")
+        for i, item in enumerate(self.layers or []):
+            kind, spec = parse_layer(item, f"model.layers[{i}]")
+            if kind == "norm":
+                slot_norm(self.norm, spec, f"model.layers[{i}].norm.")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (AdamW: beta1)")
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "multistep", "cosine", "onecycle"] = "cosine"
+    milestones: list[float] = Field([0.5, 0.75], description="multistep: fractions of training")
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: factor at each milestone")
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of training spent warming up "
+                                                        "(onecycle: the rising part, default 0.25)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[float]) -> list[float]:
+        if any(not 0 < m < 1 for m in v) or v != sorted(v):
+            raise ValueError("must be increasing fractions of training, each in (0, 1)")
+        return v
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(500, ge=1)
+
+
+class Config(_Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+    def hash(self, n: int = 10) -> str:
+        """Short hash of the fully resolved config: equal configs share it, seed included."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+# ----------------------------------------------------------------------------- YAML
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.2), not the string PyYAML makes of it."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise UserError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read it ({e.__class__.__name__})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config is a YAML mapping of keys (name, data, model, train ...)")
+    return raw
+
+
+def apply_set(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `KEY=VALUE` override in place; KEY is dotted, VALUE is parsed as YAML."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {assignment!r}: write it as KEY=VALUE, e.g. --set train.epochs=5")
+    set_key(raw, key, parse_yaml(value, f"--set {key}"))
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    node: Any = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: '{'.'.join(parts[:i])}' is not a mapping")
+        if not isinstance(node.get(part), (dict, list)):
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise UserError(f"--set {key}: '{'.'.join(parts[:-1])}' is not a mapping")
+
+
+def load_config(source: str | Path | dict[str, Any] | Config | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config file (or mapping, or Config) plus `--set` overrides -> validated Config."""
+    if isinstance(source, Config):
+        raw = source.to_dict()
+    elif isinstance(source, dict):
+        raw = json.loads(json.dumps(source))  # a private deep copy
+    elif source is None:
+        raw = {}
+    else:
+        raw = read_yaml(source)
+    for assignment in overrides:
+        apply_set(raw, assignment)
+    return validate(raw, where=str(source) if isinstance(source, (str, Path)) else "config")
+
+
+def validate(raw: dict[str, Any], where: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(f"{where}: {_format_errors(e)}") from None
+
+
+# ----------------------------------------------------------------------------- messages
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the mapping at `loc` inside `model` (for suggestions)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        sub = getattr(field, "annotation", None) if field else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _format_errors(err: ValidationError, prefix: str = "") -> str:
+    model = err.title and {m.__name__: m for m in (Config, *LAYER_SPECS.values())}.get(err.title)
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "str", "dict["))))
+        key = prefix + ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(model, loc[:-1]) if model else []
+            lines.append(f"unknown key '{key}'{_suggest(str(loc[-1]), valid)}"
+                         + (f"; valid keys here: {', '.join(valid)}" if valid else ""))
+        else:
+            msg = e["msg"].replace("Value error, ", "")
+            got = "" if e["type"] == "missing" else f" (got {e['input']!r})"
+            lines.append(f"{key}: {msg[0].lower() + msg[1:]}{got}")
+    return "; ".join(dict.fromkeys(lines))

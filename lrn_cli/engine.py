@@ -1,0 +1,400 @@
+"""Training and evaluation: `train()` runs one config end to end into a run directory.
+
+Read top to bottom: open the run (validate, load data, build the model: every user error is found
+here, before anything is written), then the loop (per epoch: shuffle, augment, step; evaluate;
+log; checkpoint). Every random draw of a step comes from a seed derived from (seed, epoch, step),
+so a run resumed from any checkpoint, even one taken mid-epoch, repeats an uninterrupted run
+bit for bit on the CPU.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import runs
+from .config import Config, TrainConfig, load_config
+from .data import Data, Split, load_data
+from .data.augment import crop_flip, normalize
+from .errors import UserError
+from .models import build_model, count_params
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+class Diverged(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """A seed for one step's random draws, unique per (seed, epoch, step)."""
+    return (seed * 1_000_003 + epoch) * 1_000_033 + step + 1
+
+
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """The learning-rate schedule: the multiplier of train.lr at optimizer step `step` of `total`."""
+    t = step / max(total, 1)
+    warm = 0.25 if cfg.schedule == "onecycle" and cfg.warmup == 0 else cfg.warmup
+    if t < warm:
+        rise = t / warm
+        return 0.5 - 0.5 * math.cos(math.pi * rise) if cfg.schedule == "onecycle" else rise
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(t >= m for m in cfg.milestones)
+    # cosine and onecycle: half a cosine from 1 down to 0 over the rest of training
+    rest = (t - warm) / (1 - warm)
+    return 0.5 + 0.5 * math.cos(math.pi * min(rest, 1.0))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only (conv and fc kernels), not on biases or norm scales."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    rest = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: cuda asked for, but torch sees no GPU here; use auto or cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, data: Data, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Cross-entropy loss, top-1 and top-5 accuracy (fractions) over a whole split."""
+    model.eval()
+    mean, std = data.mean.to(device), data.std.to(device)
+    loss = correct1 = correct5 = 0.0
+    k = min(5, data.num_classes)
+    for i in range(0, len(split), batch_size):
+        x = normalize(split.x[i:i + batch_size].to(device), mean, std)
+        y = split.y[i:i + batch_size].to(device)
+        logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(k, dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(dim=1).sum().item()
+    n = max(len(split), 1)
+    return {"loss": loss / n, "acc": correct1 / n, "top5": correct5 / n}
+
+
+class StopSignals:
+    """While active, the first Ctrl-C or SIGTERM sets `signum` so that the loop can stop cleanly;
+    a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+class Reporter:
+    """A progress bar per epoch on a terminal, a plain line per epoch otherwise, nothing if quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        if self.tty and not self.quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="step",
+                            leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, loss: float, acc: float, images_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
+                self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", img_s=f"{images_per_s:.0f}",
+                                     refresh=False)
+
+    def end_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ----------------------------------------------------------------------------- the run
+
+def train(config: str | Path | dict[str, Any] | Config | None = None, overrides: list[str] | tuple[str, ...] = (),
+          out: str | Path = "runs", name: str | None = None, resume: str | Path | bool | None = None,
+          quiet: bool = False) -> RunResult:
+    """Train one config into a run directory and return it with its summary.
+
+    resume: a run directory to continue from its checkpoint; or True to continue `out/name` if it
+    exists and start it otherwise (what a sweep does); None to start a new run directory.
+    """
+    run_dir, cfg = _locate(config, overrides, out, name, resume)
+    summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir else None
+    if summary and summary.get("status") == "completed":
+        Reporter(quiet).line(f"{run_dir}: already completed, nothing to do")
+        return RunResult(run_dir, summary)
+
+    # everything that can fail because of the user happens here, before anything is written
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    data = load_data(cfg.data)
+    num_classes = cfg.model.num_classes or data.num_classes
+    if num_classes < data.num_classes:
+        raise UserError(f"model.num_classes: {num_classes} outputs for {data.num_classes} classes; "
+                        "leave it unset to take the dataset's")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.channels, data.image_size, num_classes).to(device)
+
+    if run_dir is None:
+        run_dir = runs.new_run_dir(out, name or runs.default_run_name(cfg.name))
+    if not (run_dir / runs.CONFIG).exists():
+        runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
+    return _fit(cfg, run_dir, data, model, device, summary, Reporter(quiet))
+
+
+def _locate(config: Any, overrides: Any, out: Any, name: str | None, resume: Any) -> tuple[Path | None, Config]:
+    """-> (existing run directory or None, config)."""
+    if resume is None or resume is False:
+        return None, load_config(config, overrides)
+    if resume is True:
+        if not name:
+            raise UserError("--resume without a run directory needs --name (the run to continue in --out)")
+        run_dir = Path(out) / name
+        cfg = load_config(config, overrides)
+        if (run_dir / runs.CONFIG).exists():
+            stored = load_config(run_dir / runs.CONFIG)
+            if stored.hash() != cfg.hash():
+                raise UserError(f"{run_dir}: holds a run of a different config; pick another --name "
+                                "or --out, or resume it with `lrn train --resume {run_dir}`")
+        if run_dir.exists():
+            return run_dir, cfg
+        return None, cfg
+    run_dir = Path(resume)
+    if config is not None or overrides:
+        raise UserError("--resume RUN_DIR takes the config stored in RUN_DIR; drop --config and --set")
+    if not (run_dir / runs.CONFIG).exists():
+        raise UserError(f"{run_dir}: not a run directory (no {runs.CONFIG}); give the folder `lrn train` made")
+    return run_dir, load_config(run_dir / runs.CONFIG)
+
+
+def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch.device,
+         old_summary: dict[str, Any] | None, report: Reporter) -> RunResult:
+    from torch.utils.tensorboard import SummaryWriter
+
+    tc = cfg.train
+    bs = min(tc.batch_size, len(data.train))
+    steps_per_epoch = len(data.train) // bs
+    total_steps = steps_per_epoch * tc.epochs
+    optimizer = make_optimizer(model, tc)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, tc))
+    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+    mean, std = data.mean.to(device), data.std.to(device)
+    gen = torch.Generator()
+
+    # state that a checkpoint carries (a fresh run starts from zeros)
+    epoch, step = 0, 0
+    acc = {"loss": 0.0, "correct": 0, "seen": 0}  # running sums of the current epoch
+    clock = {"train_s": 0.0, "train_images": 0, "wall_s": 0.0}
+    ckpt_path = run_dir / runs.CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        epoch, step, acc, clock = ckpt["epoch"], ckpt["step"], ckpt["acc"], ckpt["clock"]
+        report.line(f"{run_dir}: resuming at epoch {epoch + 1}, step {step}/{steps_per_epoch}")
+    history = [m for m in runs.read_jsonl(run_dir / runs.METRICS) if m["epoch"] <= epoch]
+    runs.write_jsonl(run_dir / runs.METRICS, history)  # drop epochs logged after the checkpoint
+    global_step = epoch * steps_per_epoch + step
+    # events after the checkpoint's step were logged by the lost part of the run: hide them
+    writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if global_step else None)
+    if global_step == 0:
+        writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
+
+    summary: dict[str, Any] = {
+        "status": "running", "name": cfg.name, "config_hash": cfg.hash(), "seed": cfg.seed,
+        "epochs": epoch, "params": count_params(model), "data": data.info,
+        "env": runs.environment(torch.get_num_threads(), str(device)),
+    }
+    if history:
+        summary.update(_final_metrics(history[-1]))
+
+    def save_summary(status: str, **extra: Any) -> None:
+        summary.update(status=status, epochs=epoch, wall_time_s=round(clock["wall_s"], 3),
+                       images_per_s=round(clock["train_images"] / max(clock["train_s"], 1e-9), 2), **extra)
+        runs.write_json(run_dir / runs.SUMMARY, summary)
+
+    def save_checkpoint() -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "acc": acc,
+                 "clock": clock, "config_hash": cfg.hash()}
+        runs.atomic_write(ckpt_path, lambda f: torch.save(state, f), mode="wb")
+
+    save_summary("running")
+    report.line(f"{run_dir}: {cfg.name}, {summary['params']:,} parameters, {len(data.train)} train / "
+                f"{len(data.val) if data.val else 0} val / {len(data.test)} test images, {device}")
+    segment_start = time.perf_counter()
+    wall_base = clock["wall_s"]
+    try:
+        with StopSignals() as stop:
+            while epoch < tc.epochs:
+                model.train()
+                perm = torch.randperm(len(data.train), generator=gen.manual_seed(step_seed(cfg.seed, epoch, -1)))
+                report.start_epoch(epoch + 1, tc.epochs, steps_per_epoch, step)
+                epoch_start = time.perf_counter()
+                while step < steps_per_epoch:
+                    t0 = time.perf_counter()
+                    torch.manual_seed(step_seed(cfg.seed, epoch, step))  # dropout and friends
+                    idx = perm[step * bs:(step + 1) * bs]
+                    xb = crop_flip(data.train.x[idx], cfg.data.augment.crop, cfg.data.augment.flip, torch.default_generator)
+                    xb, yb = normalize(xb.to(device, non_blocking=True), mean, std), data.train.y[idx].to(device)
+                    logits = model(xb)
+                    loss = criterion(logits, yb)
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise Diverged(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
+                                       "lower train.lr or check the LRN parameters")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    acc["loss"] += loss_value * len(yb)
+                    acc["correct"] += int((logits.argmax(1) == yb).sum())
+                    acc["seen"] += len(yb)
+                    step += 1
+                    clock["train_s"] += time.perf_counter() - t0
+                    clock["train_images"] += len(yb)
+                    report.step(acc["loss"] / acc["seen"], acc["correct"] / acc["seen"],
+                                clock["train_images"] / clock["train_s"])
+                    if global_step_of(epoch, step, steps_per_epoch) % 50 == 0:
+                        writer.add_scalar("train/loss_step", loss_value, global_step_of(epoch, step, steps_per_epoch))
+                    if stop.signum is not None:
+                        break
+                report.end_epoch()
+                clock["wall_s"] = wall_base + time.perf_counter() - segment_start
+                if stop.signum is not None and step < steps_per_epoch:
+                    save_checkpoint()
+                    save_summary("interrupted", signal=signal.Signals(stop.signum).name)
+                    report.line(f"{run_dir}: interrupted at epoch {epoch + 1}, step {step}; "
+                                f"continue with: lrn train --resume {run_dir}")
+                    return RunResult(run_dir, summary)
+
+                # end of an epoch: evaluate, log, checkpoint
+                row = _epoch_metrics(model, data, cfg, device, epoch, acc, optimizer, time.perf_counter() - epoch_start,
+                                     clock)
+                epoch, step = epoch + 1, 0
+                acc = {"loss": 0.0, "correct": 0, "seen": 0}
+                gs = epoch * steps_per_epoch
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(TB_TAGS.get(key, key.replace("_", "/", 1)), value, gs)
+                writer.flush()
+                runs.append_jsonl(run_dir / runs.METRICS, row)
+                clock["wall_s"] = wall_base + time.perf_counter() - segment_start
+                save_checkpoint()
+                summary.update(_final_metrics(row))
+                save_summary("running")
+                report.line(_epoch_line(row, tc.epochs))
+                if stop.signum is not None:
+                    save_summary("interrupted", signal=signal.Signals(stop.signum).name)
+                    report.line(f"{run_dir}: interrupted after epoch {epoch}; continue with: "
+                                f"lrn train --resume {run_dir}")
+                    return RunResult(run_dir, summary)
+    except Diverged as e:
+        report.end_epoch()
+        clock["wall_s"] = wall_base + time.perf_counter() - segment_start
+        save_summary("diverged", error=str(e))
+        report.line(f"{run_dir}: diverged: {e}")
+        return RunResult(run_dir, summary)
+    except KeyboardInterrupt:
+        report.end_epoch()
+        clock["wall_s"] = wall_base + time.perf_counter() - segment_start
+        save_summary("interrupted", signal="SIGINT")
+        report.line(f"{run_dir}: interrupted; continue from the last checkpoint with: lrn train --resume {run_dir}")
+        return RunResult(run_dir, summary)
+    except BaseException as e:
+        report.end_epoch()
+        save_summary("failed", error=f"{e.__class__.__name__}: {e}")
+        raise
+    finally:
+        writer.close()
+    clock["wall_s"] = wall_base + time.perf_counter() - segment_start
+    save_summary("completed")
+    report.line(f"{run_dir}: completed: test acc {summary['test_acc']:.4f}, top-5 {summary['test_top5']:.4f}, "
+                f"loss {summary['test_loss']:.4f}, {summary['wall_time_s']:.0f} s, "
+                f"{summary['images_per_s']:.0f} images/s")
+    return RunResult(run_dir, summary)
+
+
+# TensorBoard names of the metrics.jsonl keys that do not read as split_metric
+TB_TAGS = {"lr": "train/lr", "images_per_s": "speed/images_per_s", "epoch_time_s": "speed/epoch_time_s"}
+
+
+def global_step_of(epoch: int, step: int, steps_per_epoch: int) -> int:
+    return epoch * steps_per_epoch + step
+
+
+def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.device, epoch: int,
+                   acc: dict[str, Any], optimizer: torch.optim.Optimizer, epoch_s: float,
+                   clock: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": acc["loss"] / max(acc["seen"], 1),
+        "train_acc": acc["correct"] / max(acc["seen"], 1),
+    }
+    if data.val is not None:
+        row.update({f"val_{k}": v for k, v in evaluate(model, data.val, data, cfg.eval.batch_size, device).items()})
+    row.update({f"test_{k}": v for k, v in evaluate(model, data.test, data, cfg.eval.batch_size, device).items()})
+    row["images_per_s"] = clock["train_images"] / max(clock["train_s"], 1e-9)
+    row["epoch_time_s"] = epoch_s
+    return row
+
+
+def _final_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "test_loss", "test_acc", "test_top5")
+    return {k: row[k] for k in keep if k in row}
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    val = f" | val acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+    return (f"epoch {row['epoch']}/{epochs} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}{val} | "
+            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} top5 {row['test_top5']:.4f} | "
+            f"lr {row['lr']:.4g} | {row['images_per_s']:.0f} img/s | {row['epoch_time_s']:.1f} s")

@@ -1,0 +1,51 @@
+"""The LRN layer (nn.Module)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .conventions import canonical, check_params, with_defaults
+from .functional import reference
+
+
+class LocalResponseNorm(nn.Module):
+    """Local Response Normalization (Krizhevsky, Sutskever and Hinton, 2012, section 3.3).
+
+        b = a * (k + scale * sum_{window} a^2) ^ (-beta)
+
+    Across channels the window is `size` neighbouring channels; within a channel (Caffe's
+    WITHIN_CHANNEL, cuda-convnet's rnorm) it is a size x size patch of pixels. Zeros outside the
+    tensor count as part of the window. The conventions (see `conventions.py`):
+
+    ============  =========================  ===================================================
+    convention    scale                      window for output channel c (size n)
+    ============  =========================  ===================================================
+    torch         alpha / n                  c - n//2 .. c + (n-1)//2  (torch.nn.LocalResponseNorm)
+    alexnet       alpha                      c - n//2 .. c + n//2      (paper; n+1 channels if even)
+    caffe         alpha / n  (within: /n^2)  centred, odd n only; within-channel has k = 1
+    tensorflow    alpha                      centred, n = 2 * depth_radius + 1
+    onnx, cudnn   alpha / n                  c - (n-1)//2 .. c + n//2  (extra channel above)
+    cuda-convnet  alpha / n  (within: /n^2)  as torch; k is cmrnorm's minDiv
+    ============  =========================  ===================================================
+
+    Parameters left as None take the convention's defaults (torch: n=5, alpha=1e-4, beta=0.75,
+    k=1; alexnet: n=5, alpha=1e-4, beta=0.75, k=2). With the defaults it computes exactly what
+    `torch.nn.LocalResponseNorm(size, alpha, beta, k)` computes.
+    """
+
+    def __init__(self, size: int | None = None, alpha: float | None = None, beta: float | None = None,
+                 k: float | None = None, region: str = "across", convention: str = "torch") -> None:
+        super().__init__()
+        p = with_defaults(convention, size=size, alpha=alpha, beta=beta, k=k)
+        check_params(region=region, convention=convention, **p)
+        self.size, self.alpha, self.beta, self.k = int(p["size"]), float(p["alpha"]), float(p["beta"]), float(p["k"])
+        self.region, self.convention = region, convention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        canon = canonical(self.size, self.alpha, self.beta, self.k, self.region, self.convention,
+                          dims=max(x.dim() - 2, 1))
+        return reference(x, canon)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, alpha={self.alpha:g}, beta={self.beta:g}, k={self.k:g}, "
+                f"region={self.region}, convention={self.convention}")

@@ -1,0 +1,114 @@
+"""Networks: named presets and the builder that turns a layer list into an nn.Sequential.
+
+A layer list is YAML like
+
+    - conv: {out: 32, kernel: 5, padding: 2}
+    - pool: {kind: max, kernel: 3, stride: 2}
+    - relu
+    - norm                  # becomes model.norm: LRN, BatchNorm, GroupNorm or nothing
+    - flatten
+    - fc: 10                # `fc` without `out` has model.num_classes outputs
+
+Shapes are found by pushing a dummy batch through the layers as they are built, so a list never
+states input sizes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, NormConfig, parse_layer, slot_norm
+from .errors import UserError
+from .lrn import LocalResponseNorm
+
+
+def _conv(out: int, kernel: int, padding: int, stride: int = 1) -> dict[str, Any]:
+    return {"conv": {"out": out, "kernel": kernel, "stride": stride, "padding": padding}}
+
+
+def _pool(kind: str, kernel: int = 3, stride: int = 2, ceil: bool = False) -> dict[str, Any]:
+    return {"pool": {"kind": kind, "kernel": kernel, "stride": stride, "ceil": ceil}}
+
+
+PRESETS: dict[str, list[Any]] = {
+    # Caffe's examples/cifar10/cifar10_full_train_test.prototxt (Caffe sizes pooling with ceil)
+    "cifar10_full": [
+        _conv(32, 5, 2), _pool("max", ceil=True), "relu", "norm",
+        _conv(32, 5, 2), "relu", _pool("avg", ceil=True), "norm",
+        _conv(64, 5, 2), "relu", _pool("avg", ceil=True),
+        "flatten", "fc",
+    ],
+}
+
+
+def layer_list(cfg: ModelConfig) -> list[Any]:
+    return PRESETS[cfg.preset] if cfg.preset else list(cfg.layers or [])
+
+
+def make_norm(norm: NormConfig, channels: int, flat: bool, where: str) -> nn.Module:
+    if norm.type == "none":
+        return nn.Identity()
+    if norm.type == "batchnorm":
+        return nn.BatchNorm1d(channels) if flat else nn.BatchNorm2d(channels)
+    if norm.type == "groupnorm":
+        if channels % norm.groups:
+            raise UserError(f"{where}: groupnorm needs the channels ({channels}) divisible by "
+                            f"model.norm.groups ({norm.groups}); pick a divisor of {channels}")
+        return nn.GroupNorm(norm.groups, channels)
+    if flat:
+        raise UserError(f"{where}: LRN needs feature maps (N, C, H, W), but this slot comes after "
+                        "flatten; move it before flatten or use model.norm.type batchnorm")
+    return LocalResponseNorm(norm.size, norm.alpha, norm.beta, norm.k, norm.region, norm.convention)
+
+
+def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:
+    """Build the network; call after seeding so that the initial weights are reproducible."""
+    x = torch.zeros(2, in_channels, image_size, image_size)
+    modules: list[nn.Module] = []
+    for i, item in enumerate(layer_list(cfg)):
+        where = f"model.preset {cfg.preset} layer {i}" if cfg.preset else f"model.layers[{i}]"
+        kind, spec = parse_layer(item, where)
+        flat = x.dim() == 2
+        if flat and kind in ("conv", "pool", "adaptive_pool"):
+            raise UserError(f"{where}: '{kind}' needs feature maps, but it comes after flatten")
+        if kind == "conv":
+            pad = spec.kernel // 2 if spec.padding is None else spec.padding
+            if x.shape[1] % spec.groups or spec.out % spec.groups:
+                raise UserError(f"{where}.conv.groups: {spec.groups} must divide both the input "
+                                f"({x.shape[1]}) and output ({spec.out}) channels")
+            m: nn.Module = nn.Conv2d(x.shape[1], spec.out, spec.kernel, spec.stride, pad,
+                                     groups=spec.groups, bias=spec.bias)
+        elif kind == "pool":
+            pool = nn.MaxPool2d if spec.kind == "max" else nn.AvgPool2d
+            m = pool(spec.kernel, spec.stride or spec.kernel, spec.padding, ceil_mode=spec.ceil)
+        elif kind == "adaptive_pool":
+            m = (nn.AdaptiveMaxPool2d if spec.kind == "max" else nn.AdaptiveAvgPool2d)(spec.size)
+        elif kind == "fc":
+            if not flat:
+                raise UserError(f"{where}: fc needs a flat input; put a 'flatten' layer before it")
+            m = nn.Linear(x.shape[1], spec.out or num_classes, bias=spec.bias)
+        elif kind == "dropout":
+            m = nn.Dropout(spec.p)
+        elif kind == "relu":
+            m = nn.ReLU(inplace=True)
+        elif kind == "flatten":
+            m = nn.Flatten()
+        else:  # norm
+            m = make_norm(slot_norm(cfg.norm, spec, f"{where}.norm."), x.shape[1], flat, where)
+        try:
+            with torch.no_grad():
+                x = m.eval()(x)
+        except RuntimeError as e:  # e.g. a kernel larger than the feature map
+            raise UserError(f"{where}: '{kind}' does not fit a {tuple(x.shape[1:])} input "
+                            f"({str(e).splitlines()[0]}); check image_size and the layer sizes") from None
+        modules.append(m)
+    if x.dim() != 2 or x.shape[1] != num_classes:
+        raise UserError(f"model: the network ends with shape {tuple(x.shape[1:])}, but it must end "
+                        f"with {num_classes} class scores; end the layer list with 'flatten' and 'fc'")
+    return nn.Sequential(*modules).train()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

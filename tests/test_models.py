@@ -1,0 +1,67 @@
+"""The layer-list builder and presets."""
+import pytest
+import torch
+from torch import nn
+
+from lrn_cli.config import load_config
+from lrn_cli.errors import UserError
+from lrn_cli.lrn import LocalResponseNorm
+from lrn_cli.models import build_model, count_params
+
+
+def model_of(layers=None, norm=None, preset=None, size=32, classes=10):
+    raw = {"model": {"preset": preset, "layers": layers, "norm": norm or {}}}
+    return build_model(load_config(raw).model, 3, size, classes)
+
+
+def test_cifar10_full_preset_is_caffes_network():
+    m = model_of(preset="cifar10_full", norm={"region": "within", "convention": "caffe", "size": 3,
+                                                "alpha": 5e-5, "beta": 0.75})
+    kinds = [type(x).__name__ for x in m]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "LocalResponseNorm", "Conv2d", "ReLU", "AvgPool2d",
+                     "LocalResponseNorm", "Conv2d", "ReLU", "AvgPool2d", "Flatten", "Linear"]
+    convs = [x for x in m if isinstance(x, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.padding) for c in convs] == [(32, (5, 5), (2, 2)), (32, (5, 5), (2, 2)),
+                                                                         (64, (5, 5), (2, 2))]
+    assert m[-1].in_features == 64 * 4 * 4  # Caffe's ceil-mode pooling: 32 -> 16 -> 8 -> 4
+    lrn = m[3]
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.region, lrn.convention) == (3, 5e-5, 0.75, "within", "caffe")
+    assert count_params(m) == 89578  # 2432 + 25632 + 51264 + 10250, as in Caffe
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("norm_type, cls", [("none", nn.Identity), ("batchnorm", nn.BatchNorm2d),
+                                            ("groupnorm", nn.GroupNorm), ("lrn", LocalResponseNorm)])
+def test_norm_slots_follow_model_norm_type(norm_type, cls):
+    m = model_of([{"conv": 8}, "norm", "relu", "flatten", "fc"],
+                 norm={"type": norm_type, "groups": 4}, size=8)
+    assert isinstance(m[1], cls)
+
+
+def test_slot_overrides_and_flat_batchnorm():
+    m = model_of([{"conv": 8}, {"norm": {"size": 3}}, "norm", "flatten", {"fc": 16}, {"norm": "batchnorm"},
+                  {"dropout": 0.2}, "fc"], size=4)
+    assert m[1].size == 3 and m[2].size == 5 and isinstance(m[5], nn.BatchNorm1d)
+    assert m[-1].out_features == 10 and isinstance(m[6], nn.Dropout) and m[6].p == 0.2
+
+
+@pytest.mark.parametrize("layers, needle", [
+    ([{"conv": 8}, {"fc": 10}], "put a 'flatten' layer before it"),
+    ([{"conv": 8}, "flatten", "norm", "fc"], "LRN needs feature maps"),
+    ([{"conv": 8}, "flatten", {"conv": 4}, "fc"], "comes after flatten"),
+    ([{"conv": 6}, {"norm": {"type": "groupnorm", "groups": 4}}, "flatten", "fc"], "divisible"),
+    ([{"pool": {"kernel": 64}}, "flatten", "fc"], "does not fit"),
+    ([{"conv": 8}, "flatten", {"fc": 7}], "must end with 10 class scores"),
+    ([{"conv": {"out": 8, "groups": 2}}, "flatten", "fc"], "must divide"),
+])
+def test_impossible_networks_are_user_errors(layers, needle):
+    with pytest.raises(UserError, match=needle):
+        model_of(layers)
+
+
+def test_initial_weights_depend_only_on_the_seed():
+    torch.manual_seed(3)
+    a = model_of(preset="cifar10_full").state_dict()
+    torch.manual_seed(3)
+    b = model_of(preset="cifar10_full").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
