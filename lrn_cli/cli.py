@@ -82,5 +82,75 @@ def config_show(file: str, overrides: tuple[str, ...]) -> None:
     click.echo(load_config(file, overrides).to_yaml(), nl=False)
 
 
+@main.command()
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--dtype", "dtypes", multiple=True, default=("float32",), show_default=True,
+              type=click.Choice(["float32", "float64", "bfloat16", "float16"]), help="Repeatable.")
+@click.option("--repeats", default=10, show_default=True, type=click.IntRange(1), help="Timings per median.")
+@click.option("--threads", type=click.IntRange(1), help="torch threads (default: torch's).")
+@click.option("--quick", is_flag=True, help="Small shapes, no train-step table: a seconds-long check.")
+@click.option("--json", "json_file", metavar="FILE", help="Also write the results as JSON.")
+def bench(device: str, dtypes: tuple[str, ...], repeats: int, threads: int | None, quick: bool,
+          json_file: str | None) -> None:
+    """Time torch's LRN, the reference formula and the fused kernels, and LRN's share of a train step."""
+    import json
+
+    import torch
+
+    from . import bench as bench_mod
+    from .runs import write_text
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no GPU here")
+    if threads:
+        torch.set_num_threads(threads)
+    result = bench_mod.run(device, dtypes, repeats, quick=quick)
+    click.echo(bench_mod.format_tables(result))
+    if json_file:
+        write_text(Path(json_file), json.dumps(result, indent=2) + "\n")
+
+
+@main.command()
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.argument("params", nargs=-1, metavar="[NAME=VALUE]...")
+def convert(source: str, target: str, params: tuple[str, ...]) -> None:
+    """Print the TO-convention LRN that computes exactly what a FROM-convention LRN computes.
+
+    Parameters go in FROM's own names (missing ones take FROM's defaults); conventions are
+    torch, alexnet, caffe, tensorflow, onnx, cudnn, cuda-convnet.
+
+    \b
+    lrn convert caffe tensorflow local_size=5 alpha=1e-4 beta=0.75 k=2
+    lrn convert tensorflow torch depth_radius=2 bias=1 alpha=1e-4 beta=0.75
+    lrn convert caffe torch local_size=3 alpha=5e-5 norm_region=WITHIN_CHANNEL   # none exists
+    """
+    from .config import parse_yaml
+    from .lrn.conventions import NoEquivalent, convert as convert_params, from_native, to_native
+
+    given = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"{item!r}: write parameters as NAME=VALUE, e.g. local_size=5")
+        given[name] = parse_yaml(value, name)
+    try:
+        ours = from_native(source, given)
+        result = convert_params(source, target, **ours)
+    except NoEquivalent as e:
+        click.echo(f"no equivalent: {e}", err=True)
+        sys.exit(1)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    def fmt(d: dict) -> str:
+        return "{" + ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in d.items()) + "}"
+
+    click.echo(f"{source} {fmt(to_native(source, **ours))}")
+    click.echo(f"= {target} {fmt(to_native(target, **result))}")
+    norm = {"type": "lrn", "convention": target, **result}
+    click.echo(f"config: model.norm: {fmt(norm)}")
+
+
 if __name__ == "__main__":
     main()

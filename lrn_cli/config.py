@@ -41,6 +41,7 @@ class NormConfig(_Strict):
     region: Literal[REGIONS] = "across"  # type: ignore[valid-type]
     convention: Literal[CONVENTIONS] = "torch"  # type: ignore[valid-type]
     groups: int = Field(8, ge=1, description="groupnorm: number of groups")
+    impl: Literal["fused", "reference"] = Field("fused", description="LRN implementation")
 
     @model_validator(mode="after")
     def _fill_and_check(self, info: ValidationInfo) -> "NormConfig":
@@ -101,6 +102,7 @@ class NormSlotSpec(_Strict):
     region: Literal[REGIONS] | None = None  # type: ignore[valid-type]
     convention: Literal[CONVENTIONS] | None = None  # type: ignore[valid-type]
     groups: int | None = None
+    impl: Literal["fused", "reference"] | None = None
 
 
 def slot_norm(norm: NormConfig, slot: NormSlotSpec, prefix: str) -> NormConfig:
@@ -190,6 +192,8 @@ class ModelConfig(_Strict):
                                                  f"default {DEFAULT_PRESET} when model.layers is not given")
     layers: list[Union[str, dict[str, Any]]] | None = Field(None, description="a layer list")
     num_classes: int | None = Field(None, ge=2, description="default: from the dataset")
+    width: float = Field(1.0, gt=0, le=16, description="multiplies the channels of every conv and "
+                                                        "the outputs of every fc but the last")
     norm: NormConfig = NormConfig()
 
     @model_validator(mode="after")

@@ -32,6 +32,10 @@ def _pool(kind: str, kernel: int = 3, stride: int = 2, ceil: bool = False) -> di
     return {"pool": {"kind": kind, "kernel": kernel, "stride": stride, "ceil": ceil}}
 
 
+def _fc(out: int | None = None) -> dict[str, Any]:
+    return {"fc": {"out": out}}
+
+
 PRESETS: dict[str, list[Any]] = {
     # Caffe's examples/cifar10/cifar10_full_train_test.prototxt (Caffe sizes pooling with ceil)
     "cifar10_full": [
@@ -39,6 +43,16 @@ PRESETS: dict[str, list[Any]] = {
         _conv(32, 5, 2), "relu", _pool("avg", ceil=True), "norm",
         _conv(64, 5, 2), "relu", _pool("avg", ceil=True),
         "flatten", "fc",
+    ],
+    # Krizhevsky et al. 2012 (one tower, as torchvision's): LRN after the first two ReLUs, then
+    # overlapping 3/2 max pooling; dropout in the classifier. Any input from 64 px up: the
+    # adaptive pool gives the classifier 6 x 6 maps whatever the size.
+    "alexnet": [
+        _conv(96, 11, 2, stride=4), "relu", "norm", _pool("max"),
+        _conv(256, 5, 2), "relu", "norm", _pool("max"),
+        _conv(384, 3, 1), "relu", _conv(384, 3, 1), "relu", _conv(256, 3, 1), "relu", _pool("max"),
+        {"adaptive_pool": {"kind": "avg", "size": 6}}, "flatten",
+        {"dropout": 0.5}, _fc(4096), "relu", {"dropout": 0.5}, _fc(4096), "relu", _fc(),
     ],
 }
 
@@ -60,7 +74,7 @@ def make_norm(norm: NormConfig, channels: int, flat: bool, where: str) -> nn.Mod
     if flat:
         raise UserError(f"{where}: LRN needs feature maps (N, C, H, W), but this slot comes after "
                         "flatten; move it before flatten or use model.norm.type batchnorm")
-    return LocalResponseNorm(norm.size, norm.alpha, norm.beta, norm.k, norm.region, norm.convention)
+    return LocalResponseNorm(norm.size, norm.alpha, norm.beta, norm.k, norm.region, norm.convention, norm.impl)
 
 
 def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:
@@ -74,11 +88,12 @@ def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes
         if flat and kind in ("conv", "pool", "adaptive_pool"):
             raise UserError(f"{where}: '{kind}' needs feature maps, but it comes after flatten")
         if kind == "conv":
+            out = max(1, round(spec.out * cfg.width))
             pad = spec.kernel // 2 if spec.padding is None else spec.padding
-            if x.shape[1] % spec.groups or spec.out % spec.groups:
+            if x.shape[1] % spec.groups or out % spec.groups:
                 raise UserError(f"{where}.conv.groups: {spec.groups} must divide both the input "
-                                f"({x.shape[1]}) and output ({spec.out}) channels")
-            m: nn.Module = nn.Conv2d(x.shape[1], spec.out, spec.kernel, spec.stride, pad,
+                                f"({x.shape[1]}) and output ({out}) channels")
+            m: nn.Module = nn.Conv2d(x.shape[1], out, spec.kernel, spec.stride, pad,
                                      groups=spec.groups, bias=spec.bias)
         elif kind == "pool":
             pool = nn.MaxPool2d if spec.kind == "max" else nn.AvgPool2d
@@ -88,7 +103,8 @@ def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes
         elif kind == "fc":
             if not flat:
                 raise UserError(f"{where}: fc needs a flat input; put a 'flatten' layer before it")
-            m = nn.Linear(x.shape[1], spec.out or num_classes, bias=spec.bias)
+            out = max(1, round(spec.out * cfg.width)) if spec.out else num_classes
+            m = nn.Linear(x.shape[1], out, bias=spec.bias)
         elif kind == "dropout":
             m = nn.Dropout(spec.p)
         elif kind == "relu":

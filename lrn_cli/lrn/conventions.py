@@ -85,28 +85,130 @@ def check_params(size: Any, alpha: Any, beta: Any, k: Any, region: Any, conventi
                     f"leave k at 1 or use convention 'cuda-convnet' (got {k!r})")
 
 
+def window(size: int, region: str, convention: str) -> tuple[int, int]:
+    """(lo, hi): the window of output index c runs over c - lo .. c + hi."""
+    if region == "within" or convention not in ("alexnet", "tensorflow", "onnx", "cudnn"):
+        # torch, caffe (odd sizes only), cuda-convnet cmrnorm and rnorm, Caffe's WITHIN_CHANNEL:
+        # c - n//2 .. c + (n-1)//2, so an even window has its extra element below
+        return size // 2, (size - 1) // 2
+    if convention in ("onnx", "cudnn"):
+        # c - floor((n-1)/2) .. c + ceil((n-1)/2): the extra channel above
+        return (size - 1) // 2, size // 2
+    # alexnet: the paper sums max(0, i - n/2) .. min(N - 1, i + n/2), n + 1 channels for even n;
+    # tensorflow: depth_radius r on both sides, n = 2r + 1
+    return size // 2, size // 2
+
+
+def scale_factor(size: int, region: str, convention: str, dims: int = 2) -> float:
+    """What alpha is multiplied by: 1/n across (torch, caffe, onnx, cudnn, cuda-convnet cmrnorm),
+    1 (alexnet, tensorflow), 1/n^dims within a channel (Caffe's average pool, cuda-convnet rnorm)."""
+    if region == "within":
+        return 1.0 / size ** dims
+    return 1.0 if convention in ("alexnet", "tensorflow") else 1.0 / size
+
+
 def canonical(size: int, alpha: float, beta: float, k: float, region: str = "across",
               convention: str = "torch", dims: int = 2) -> Canon:
     """Map a convention's parameters to the canonical form; `dims` is the number of spatial dims."""
     check_params(size, alpha, beta, k, region, convention)
-    size = int(size)
-    if region == "within":
-        # Caffe WITHIN_CHANNEL: avg-pool of x^2 over n x n (padding counted) -> alpha / n^2;
-        # cuda-convnet rnorm: scale / size^2. Even windows put the extra pixel on the low side.
-        return Canon("within", size // 2, (size - 1) // 2, alpha / size ** dims, beta, k)
-    if convention == "alexnet":
-        # the paper's sum runs over max(0, i - n/2) .. min(N - 1, i + n/2): n + 1 channels for even n
-        return Canon("across", size // 2, size // 2, alpha, beta, k)
-    if convention == "tensorflow":
-        return Canon("across", size // 2, size // 2, alpha, beta, k)
-    if convention in ("onnx", "cudnn"):
-        # extra channel on the high side: c - floor((n-1)/2) .. c + ceil((n-1)/2)
-        return Canon("across", (size - 1) // 2, size // 2, alpha / size, beta, k)
-    # torch, caffe (odd only), cuda-convnet cmrnorm: c - n//2 .. c + (n-1)//2, alpha / n
-    return Canon("across", size // 2, (size - 1) // 2, alpha / size, beta, k)
+    lo, hi = window(int(size), region, convention)
+    return Canon(region, lo, hi, alpha * scale_factor(int(size), region, convention, dims), beta, k)
 
 
 def with_defaults(convention: str, **given: Any) -> dict[str, Any]:
     """Fill the parameters left as None with the convention's own defaults."""
     base = DEFAULTS.get(convention, DEFAULTS["torch"])
     return {name: base[name] if given.get(name) is None else given[name] for name in base}
+
+
+# ----------------------------------------------------------------------------- conversion
+
+# Each framework's own names for (size, alpha, beta, k), and how it names the region.
+NATIVE_NAMES: dict[str, dict[str, str]] = {
+    "torch": {"size": "size", "alpha": "alpha", "beta": "beta", "k": "k"},
+    "alexnet": {"size": "n", "alpha": "alpha", "beta": "beta", "k": "k"},
+    "caffe": {"size": "local_size", "alpha": "alpha", "beta": "beta", "k": "k"},
+    "tensorflow": {"size": "depth_radius", "alpha": "alpha", "beta": "beta", "k": "bias"},
+    "onnx": {"size": "size", "alpha": "alpha", "beta": "beta", "k": "bias"},
+    "cudnn": {"size": "lrnN", "alpha": "lrnAlpha", "beta": "lrnBeta", "k": "lrnK"},
+    "cuda-convnet": {"size": "size", "alpha": "scale", "beta": "pow", "k": "minDiv"},
+}
+REGION_NAMES = {"caffe": ("norm_region", {"across": "ACROSS_CHANNELS", "within": "WITHIN_CHANNEL"}),
+                "cuda-convnet": ("type", {"across": "cmrnorm", "within": "rnorm"})}
+
+
+class NoEquivalent(ValueError):
+    """There is no layer in the target convention that computes the same function."""
+
+
+def from_native(convention: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A framework's own parameters (e.g. TensorFlow's depth_radius, bias) -> this layer's
+    (size, alpha, beta, k, region); missing ones take the framework's defaults."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)} (got {convention!r})")
+    names = NATIVE_NAMES[convention]
+    reverse = {v: k for k, v in names.items()}
+    region = "across"
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if convention in REGION_NAMES and key == REGION_NAMES[convention][0]:
+            by_name = {v: r for r, v in REGION_NAMES[convention][1].items()}
+            if value not in by_name:
+                raise ValueError(f"{key} must be one of {', '.join(by_name)} (got {value!r})")
+            region = by_name[value]
+        elif key in reverse:
+            out[reverse[key]] = value
+        else:
+            allowed = list(names.values()) + ([REGION_NAMES[convention][0]] if convention in REGION_NAMES else [])
+            raise ValueError(f"{convention} has no LRN parameter '{key}'; it has {', '.join(allowed)}")
+    if convention == "tensorflow" and "size" in out:
+        out["size"] = 2 * out["size"] + 1
+    p = with_defaults(convention, **out)
+    check_params(region=region, convention=convention, **p)
+    return {**p, "region": region}
+
+
+def to_native(convention: str, size: int, alpha: float, beta: float, k: float, region: str) -> dict[str, Any]:
+    """This layer's parameters -> the framework's own names (the inverse of `from_native`)."""
+    names = NATIVE_NAMES[convention]
+    out: dict[str, Any] = {names["size"]: (size - 1) // 2 if convention == "tensorflow" else size,
+                           names["alpha"]: alpha, names["beta"]: beta}
+    if not (convention == "caffe" and region == "within"):
+        out[names["k"]] = k
+    if convention in REGION_NAMES:
+        key, values = REGION_NAMES[convention]
+        out[key] = values[region]
+    return out
+
+
+def convert(source: str, target: str, size: int, alpha: float, beta: float, k: float,
+            region: str = "across") -> dict[str, Any]:
+    """The (size, alpha, beta, k, region) in convention `target` that computes exactly what the
+    source layer computes, or NoEquivalent saying why there is none."""
+    canon = canonical(size, alpha, beta, k, region, source)
+    if target not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)} (got {target!r})")
+    if region not in REGIONS_OF[target]:
+        raise NoEquivalent(f"'{target}' has only across-channel LRN, and a within-channel (spatial) window "
+                           "has no across-channel equivalent")
+    # the target's window for a given size is fixed by its convention: find the size that gives
+    # the source's window, then the alpha that gives the source's scale
+    sizes = [n for n in range(1, 2 * canon.size + 2) if window(n, region, target) == (canon.lo, canon.hi)]
+    sizes.sort(key=lambda n: abs(n - canon.size))  # the window's own width first
+    if not sizes:
+        lean = {"torch": "below", "cuda-convnet": "below", "onnx": "above", "cudnn": "above"}
+        has = (f"puts the extra channel of an even window {lean[target]}" if target in lean
+               else "has symmetric windows only")
+        side = "below" if canon.lo > canon.hi else "above"
+        raise NoEquivalent(f"this {canon.size}-wide window has its extra channel {side} the centre, and "
+                           f"'{target}' {has}")
+    errors = []
+    for n in sizes:  # e.g. alexnet's n = 4 and n = 5 are the same window; take the first allowed
+        result = {"size": n, "alpha": canon.scale / scale_factor(n, region, target), "beta": beta,
+                  "k": canon.k, "region": region}
+        try:
+            check_params(convention=target, **result)
+            return result
+        except ValueError as e:
+            errors.append(str(e))
+    raise NoEquivalent(f"no '{target}' layer computes this: {errors[0]}")

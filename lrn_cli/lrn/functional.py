@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .conventions import Canon, canonical, with_defaults
 
 _HALF = (torch.float16, torch.bfloat16)
+IMPLS = ("fused", "reference")
 
 
 def box_sum(t: torch.Tensor, dim: int, lo: int, hi: int) -> torch.Tensor:
@@ -43,12 +44,21 @@ def reference(x: torch.Tensor, canon: Canon) -> torch.Tensor:
     return keep_format(out.to(x.dtype), x)
 
 
+def apply(x: torch.Tensor, canon: Canon, impl: str = "fused") -> torch.Tensor:
+    """Evaluate the canonical LRN with the fused kernels or the reference formula."""
+    if impl == "reference":
+        return reference(x, canon)
+    from .kernels.fused import fused
+
+    return fused(x, canon)
+
+
 def local_response_norm(x: torch.Tensor, size: int | None = None, alpha: float | None = None,
                         beta: float | None = None, k: float | None = None, region: str = "across",
-                        convention: str = "torch") -> torch.Tensor:
+                        convention: str = "torch", impl: str = "fused") -> torch.Tensor:
     """LRN of `x` (N, C, *spatial) with a convention's own parameters (None: its default)."""
     p = with_defaults(convention, size=size, alpha=alpha, beta=beta, k=k)
-    return reference(x, canonical(region=region, convention=convention, dims=max(x.dim() - 2, 1), **p))
+    return apply(x, canonical(region=region, convention=convention, dims=max(x.dim() - 2, 1), **p), impl)
 
 
 def keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .conventions import canonical, check_params, with_defaults
-from .functional import reference
+from .functional import IMPLS, apply
 
 
 class LocalResponseNorm(nn.Module):
@@ -29,23 +29,30 @@ class LocalResponseNorm(nn.Module):
     ============  =========================  ===================================================
 
     Parameters left as None take the convention's defaults (torch: n=5, alpha=1e-4, beta=0.75,
-    k=1; alexnet: n=5, alpha=1e-4, beta=0.75, k=2). With the defaults it computes exactly what
+    k=1; alexnet: n=5, alpha=1e-4, beta=0.75, k=2). With the defaults it computes what
     `torch.nn.LocalResponseNorm(size, alpha, beta, k)` computes.
+
+    impl: 'fused' (default: one op with an analytic backward that keeps only the input; C
+    kernels on the CPU) or 'reference' (the formula in plain autograd, for checking).
     """
 
     def __init__(self, size: int | None = None, alpha: float | None = None, beta: float | None = None,
-                 k: float | None = None, region: str = "across", convention: str = "torch") -> None:
+                 k: float | None = None, region: str = "across", convention: str = "torch",
+                 impl: str = "fused") -> None:
         super().__init__()
         p = with_defaults(convention, size=size, alpha=alpha, beta=beta, k=k)
         check_params(region=region, convention=convention, **p)
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)} (got {impl!r})")
+        self.impl = impl
         self.size, self.alpha, self.beta, self.k = int(p["size"]), float(p["alpha"]), float(p["beta"]), float(p["k"])
         self.region, self.convention = region, convention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         canon = canonical(self.size, self.alpha, self.beta, self.k, self.region, self.convention,
                           dims=max(x.dim() - 2, 1))
-        return reference(x, canon)
+        return apply(x, canon, self.impl)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha:g}, beta={self.beta:g}, k={self.k:g}, "
-                f"region={self.region}, convention={self.convention}")
+                f"region={self.region}, convention={self.convention}, impl={self.impl}")

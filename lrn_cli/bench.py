@@ -1,0 +1,233 @@
+"""`lrn bench`: how fast, and how much memory, LRN costs, measured side by side.
+
+Two tables:
+
+* layers: for each shape, dtype and region, torch's own layer (`nn.LocalResponseNorm`; within a
+  channel, the avg_pool2d formulation a PyTorch user would write), this project's reference
+  formula and its fused implementation: forward and forward+backward time (median of repeats,
+  the implementations interleaved), speed-up over torch, memory held for the backward beyond the
+  input, and achieved bytes/s against a copy measured on the same machine;
+* train step: a whole SGD step of the cifar10_full preset and of an AlexNet-style net at 128 px
+  with torch's LRN, with ours, and with the LRN layers replaced by identity; the overhead of LRN
+  is the step time over the identity step's.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lrn import LocalResponseNorm
+
+ACROSS = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # AlexNet's values, torch's convention
+WITHIN = dict(size=3, alpha=5e-5, beta=0.75)  # Caffe's cifar10_full
+SHAPES = [(128, 32, 16, 16), (64, 96, 55, 55), (64, 256, 27, 27)]
+WITHIN_SHAPES = [(128, 32, 16, 16), (64, 96, 55, 55)]
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class AvgPoolWithin(nn.Module):
+    """Caffe's WITHIN_CHANNEL LRN as one writes it in PyTorch: x * (1 + alpha * avg(x^2))^-beta."""
+
+    def __init__(self, size: int, alpha: float, beta: float) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = F.avg_pool2d(x * x, self.size, 1, self.size // 2, count_include_pad=True)
+        return x * (1 + self.alpha * avg).pow(-self.beta)
+
+
+def layers_for(region: str) -> dict[str, nn.Module]:
+    if region == "across":
+        return {"torch": nn.LocalResponseNorm(**ACROSS),
+                "reference": LocalResponseNorm(**ACROSS, impl="reference"),
+                "fused": LocalResponseNorm(**ACROSS)}
+    own = dict(WITHIN, k=1.0, region="within", convention="caffe")
+    return {"torch": AvgPoolWithin(**WITHIN), "reference": LocalResponseNorm(**own, impl="reference"),
+            "fused": LocalResponseNorm(**own)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def held_for_backward(layer: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for the backward, not counting the input's storage."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = x.detach().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x)
+    seen.pop(x.untyped_storage().data_ptr(), None)
+    return sum(seen.values())
+
+
+def copy_bandwidth(x: torch.Tensor, repeats: int) -> float:
+    """Bytes/s of a plain copy of x (read + write) on its device."""
+    y = torch.empty_like(x)
+    y.copy_(x)
+    t = statistics.median(_time(lambda: y.copy_(x), x.device) for _ in range(repeats))
+    return 2 * x.numel() * x.element_size() / t
+
+
+def bench_layers(shape: tuple[int, ...], dtype: torch.dtype, region: str, device: torch.device,
+                 repeats: int) -> list[dict[str, Any]]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+    grad = torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+    layers = layers_for(region)
+    fwd: dict[str, list[float]] = {n: [] for n in layers}
+    both: dict[str, list[float]] = {n: [] for n in layers}
+    failed: dict[str, str] = {}
+
+    def step(layer: nn.Module) -> None:
+        xx = x.detach().requires_grad_()
+        layer(xx).backward(grad)
+
+    for name, layer in layers.items():  # warm up, and find what does not run at all
+        try:
+            with torch.no_grad():
+                layer(x)
+            step(layer)
+        except RuntimeError as e:
+            failed[name] = str(e).splitlines()[0][:80]
+    for _ in range(repeats):
+        for name, layer in layers.items():
+            if name in failed:
+                continue
+            with torch.no_grad():
+                fwd[name].append(_time(lambda: layer(x), device))
+            both[name].append(_time(lambda: step(layer), device))
+    bw = copy_bandwidth(x, repeats)
+    nbytes = x.numel() * x.element_size()
+    rows = []
+    base = statistics.median(both["torch"]) if "torch" not in failed else None
+    for name, layer in layers.items():
+        row: dict[str, Any] = {"region": region, "shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
+                               "impl": name}
+        if name in failed:
+            row["error"] = failed[name]
+        else:
+            f, fb = statistics.median(fwd[name]), statistics.median(both[name])
+            row.update(forward_ms=1e3 * f, fwd_bwd_ms=1e3 * fb, speedup=(base / fb) if base else None,
+                       held_mb=held_for_backward(layer, x) / 2**20,
+                       gbytes_per_s=5 * nbytes / fb / 1e9, copy_gbytes_per_s=bw / 1e9,
+                       of_copy=5 * nbytes / fb / bw)
+        rows.append(row)
+    return rows
+
+
+def _swap_lrn(model: nn.Module, make: Callable[[LocalResponseNorm], nn.Module]) -> nn.Module:
+    for i, m in enumerate(model):
+        if isinstance(m, LocalResponseNorm):
+            model[i] = make(m)
+    return model
+
+
+def _torch_layer(m: LocalResponseNorm) -> nn.Module:
+    if m.region == "within":
+        return AvgPoolWithin(m.size, m.alpha, m.beta)
+    # a torch-convention layer with the same window and scale (alexnet's alpha has no /n)
+    alpha = m.alpha * (m.size if m.convention in ("alexnet", "tensorflow") else 1)
+    return nn.LocalResponseNorm(m.size, alpha, m.beta, m.k)
+
+
+def bench_train_steps(device: torch.device, repeats: int) -> list[dict[str, Any]]:
+    from .config import load_config
+    from .models import build_model
+
+    nets = [("cifar10_full", {"preset": "cifar10_full", "norm": {"region": "within", "convention": "caffe",
+                                                               "size": 3, "alpha": 5e-5, "beta": 0.75}}, 32, 128),
+            ("alexnet_128px", {"preset": "alexnet", "norm": {"convention": "alexnet"}}, 128, 32)]
+    rows = []
+    for name, model_cfg, size, batch in nets:
+        cfg = load_config({"model": model_cfg}).model
+        variants = {}
+        for variant in ("ours", "torch", "identity"):
+            torch.manual_seed(0)
+            model = build_model(cfg, 3, size, 10)
+            if variant == "torch":
+                _swap_lrn(model, _torch_layer)
+            elif variant == "identity":
+                _swap_lrn(model, lambda m: nn.Identity())
+            model = model.to(device)
+            variants[variant] = (model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
+        x = torch.randn(batch, 3, size, size, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+
+        def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for model, opt in variants.values():
+            step(model, opt)
+        for _ in range(repeats):
+            for v, (model, opt) in variants.items():
+                times[v].append(_time(lambda: step(model, opt), device))
+        ident = statistics.median(times["identity"])
+        for v in ("torch", "ours", "identity"):
+            t = statistics.median(times[v])
+            rows.append({"net": name, "batch": batch, "image_size": size, "lrn": v, "step_ms": 1e3 * t,
+                         "overhead": t / ident - 1})
+    return rows
+
+
+def run(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), repeats: int = 10, step_repeats: int = 5,
+        quick: bool = False) -> dict[str, Any]:
+    dev = torch.device(device)
+    shapes = [(8, 32, 16, 16), (4, 96, 27, 27)] if quick else SHAPES
+    within = [(8, 32, 16, 16)] if quick else WITHIN_SHAPES
+    layer_rows = []
+    for dtype in dtypes:
+        for shape in shapes:
+            layer_rows += bench_layers(shape, DTYPES[dtype], "across", dev, repeats)
+        for shape in within:
+            layer_rows += bench_layers(shape, DTYPES[dtype], "within", dev, repeats)
+    steps = [] if quick else bench_train_steps(dev, step_repeats)
+    from .runs import environment
+
+    return {"env": environment(torch.get_num_threads(), device), "repeats": repeats, "layers": layer_rows,
+            "train_steps": steps}
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    lines = ["LRN layers (median of %d; fwd+bwd speed-up over torch; memory held for backward beyond "
+             "the input; achieved bytes/s of fwd+bwd against a copy)" % result["repeats"],
+             f"{'region':7} {'shape':18} {'dtype':9} {'impl':9} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+             f"{'speed-up':>8} {'held MB':>8} {'GB/s':>6} {'of copy':>7}"]
+    for r in result["layers"]:
+        head = f"{r['region']:7} {'x'.join(map(str, r['shape'])):18} {r['dtype']:9} {r['impl']:9}"
+        if "error" in r:
+            lines.append(f"{head} fails: {r['error']}")
+            continue
+        speed = f"{r['speedup']:.1f}x" if r["speedup"] else "-"
+        lines.append(f"{head} {r['forward_ms']:9.2f} {r['fwd_bwd_ms']:11.2f} {speed:>8} {r['held_mb']:8.1f} "
+                     f"{r['gbytes_per_s']:6.1f} {100 * r['of_copy']:6.0f}%")
+    if result["train_steps"]:
+        lines += ["", "Train step (SGD step; overhead = step time / step with LRN replaced by identity - 1)",
+                  f"{'net':14} {'batch':>5} {'LRN':9} {'step ms':>9} {'overhead':>9}"]
+        for r in result["train_steps"]:
+            lines.append(f"{r['net']:14} {r['batch']:5} {r['lrn']:9} {r['step_ms']:9.1f} {100 * r['overhead']:8.1f}%")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Fused LRN kernels: C on the CPU (`lrn_cpu.c`), PyTorch operations elsewhere."""

@@ -1,0 +1,132 @@
+"""The fused LRN: an analytic backward that saves only the input, as one custom op.
+
+    forward:   y = x * p,  p = d^(-beta),  d = k + scale * W(x^2)
+    backward:  dx = g * p - 2 * beta * scale * x * W'(g * x * p / d)
+
+W sums over each element's window, W' over the transposed window (lo and hi swapped). The
+backward recomputes d from x rather than keeping it, so the layer holds nothing for its
+backward beyond its input, which the layer before it keeps anyway.
+
+Three backends compute it: the C kernels (CPU, float32/float64, see `native.py`), Triton
+kernels (CUDA, across channels; opt-in with LRN_TRITON=1 until verified on a GPU, see
+`gpu.py`), and the same formulas as PyTorch operations (any device, any layout; deterministic on
+CUDA, where torch's own LRN is not). Half types are computed in float32. `torch.library.custom_op` makes it one opaque
+op for autograd, `torch.compile` and tracing.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..conventions import Canon
+from ..functional import _HALF, _check_input, box_sum, window_sum_of_squares
+from . import gpu, native
+
+
+def _packed(x: torch.Tensor) -> bool:
+    """channels_last(_3d): every pixel's channels are contiguous."""
+    if x.dim() == 4:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        return x.is_contiguous(memory_format=torch.channels_last_3d)
+    return False
+
+
+def _native_plan(x: torch.Tensor, region: str) -> tuple[str, tuple[int, int, int], torch.Tensor] | None:
+    """How the C kernel sees x: (layout, dims, x in that layout), or None if it does not apply."""
+    if x.device.type != "cpu" or x.dtype not in native.DTYPE or not native.available():
+        return None
+    n, c = x.shape[:2]
+    spatial = x[0, 0].numel() if x.dim() > 2 else 1
+    if region == "within":
+        if x.dim() not in (3, 4):
+            return None
+        h, w = (1, x.shape[2]) if x.dim() == 3 else (x.shape[2], x.shape[3])
+        return "within", (n * c, h, w), x.contiguous()
+    if x.is_contiguous() and spatial > 1:
+        return "planar", (n, c, spatial), x
+    if _packed(x) and not x.is_contiguous() or spatial == 1:
+        return "packed", (n * spatial, c, 1), x if _packed(x) else x.contiguous()
+    return "planar", (n, c, spatial), x.contiguous()
+
+
+def _run(x: torch.Tensor, g: torch.Tensor | None, canon: Canon, backend: str) -> torch.Tensor:
+    out = torch.empty_like(x)
+    if x.numel() == 0:
+        return out
+    plan = _native_plan(x, canon.region) if backend != "torch" else None
+    if backend == "native" and plan is None:
+        raise RuntimeError("the native LRN kernel does not apply here (CPU float32/float64, a built library, "
+                           "and for within-channel 3-D or 4-D input)")
+    if plan is not None:
+        layout, dims, xs = plan
+        gs = None if g is None else (g.contiguous(memory_format=torch.channels_last if layout == "packed" and
+                                                  x.dim() == 4 else torch.contiguous_format)
+                                     if layout != "packed" or x.dim() != 5 else
+                                     g.contiguous(memory_format=torch.channels_last_3d))
+        if layout == "packed" and not _packed(xs):  # inner == 1: plain contiguous is packed already
+            gs = None if g is None else g.contiguous()
+        target = out if (xs.stride() == out.stride()) else torch.empty_like(xs)
+        native.call(layout, xs, gs, target, dims, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
+        if target is not out:
+            out.copy_(target)
+        return out
+    if x.device.type != "cpu" and canon.region == "across" and x.is_contiguous() and gpu.available():
+        return gpu.forward(x, canon.lo, canon.hi, canon.scale, canon.k, canon.beta) if g is None else \
+            gpu.backward(g, x, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
+    # the same formulas as PyTorch operations
+    d = window_sum_of_squares(x, canon).mul_(canon.scale).add_(canon.k)
+    p = d.pow(-canon.beta)
+    if g is None:
+        return torch.mul(x, p, out=out)
+    u = g * x * p / d
+    dims = [1] if canon.region == "across" else range(2, x.dim())
+    for dim in dims:  # the transposed window
+        u = box_sum(u, dim, canon.hi, canon.lo)
+    return torch.sub(g * p, u.mul_(x), alpha=2 * canon.beta * canon.scale, out=out)
+
+
+def _canon(region: str, lo: int, hi: int, scale: float, k: float, beta: float) -> Canon:
+    return Canon(region, lo, hi, scale, beta, k)
+
+
+@torch.library.custom_op("lrn::fused_forward", mutates_args=())
+def fused_forward(x: torch.Tensor, region: str, lo: int, hi: int, scale: float, k: float, beta: float,
+                  backend: str) -> torch.Tensor:
+    return _run(x, None, _canon(region, lo, hi, scale, k, beta), backend)
+
+
+@torch.library.custom_op("lrn::fused_backward", mutates_args=())
+def fused_backward(g: torch.Tensor, x: torch.Tensor, region: str, lo: int, hi: int, scale: float, k: float,
+                   beta: float, backend: str) -> torch.Tensor:
+    return _run(x, g, _canon(region, lo, hi, scale, k, beta), backend)
+
+
+@fused_forward.register_fake
+def _(x, region, lo, hi, scale, k, beta, backend):
+    return torch.empty_like(x)
+
+
+@fused_backward.register_fake
+def _(g, x, region, lo, hi, scale, k, beta, backend):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.args = inputs[1:]
+
+
+def _backward(ctx, g):
+    (x,) = ctx.saved_tensors
+    return (fused_backward(g, x, *ctx.args),) + (None,) * len(ctx.args)
+
+
+fused_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
+    """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
+    _check_input(x)
+    xf = x.float() if x.dtype in _HALF else x
+    y = fused_forward(xf, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, backend)
+    return y.to(x.dtype) if x.dtype in _HALF else y

@@ -1,0 +1,198 @@
+"""The fused LRN (C kernels and the PyTorch-ops backend) against the reference formula."""
+import pytest
+import torch
+
+import naive_lrn as naive
+from lrn_cli.lrn import LocalResponseNorm, canonical, reference
+from lrn_cli.lrn.kernels import native
+from lrn_cli.lrn.kernels.fused import fused
+
+BACKENDS = ["native", "torch"]
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernels are not built")
+
+
+def backend_param(b):
+    return pytest.param(b, marks=needs_native) if b == "native" else b
+
+
+def rand(*shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * 3).to(dtype)
+
+
+# canonical parameters that cover every window placement: odd, even (extra low / high), size 1
+CANONS = [canonical(5, 0.4, 0.75, 1.7), canonical(4, 0.4, 0.8, 1.7), canonical(4, 0.4, 0.8, 1.7, convention="onnx"),
+          canonical(1, 0.4, 0.5, 2.0), canonical(6, 0.3, 1.0, 1.0, convention="alexnet"),
+          canonical(3, 0.9, 0.75, 1.0, "within", "caffe"), canonical(4, 0.9, 0.6, 1.3, "within", "cuda-convnet"),
+          canonical(1, 0.9, 0.0, 1.0, "within", "caffe")]
+IDS = [f"{c.region}-lo{c.lo}-hi{c.hi}-b{c.beta}" for c in CANONS]
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
+@pytest.mark.parametrize("canon", CANONS, ids=IDS)
+def test_forward_and_backward_match_the_reference_in_float64(backend, canon):
+    x = rand(3, 7, 6, 5).requires_grad_()
+    g = rand(3, 7, 6, 5, seed=1)
+    y, yr = fused(x, canon, backend), reference(x, canon)
+    (gx,), (gr,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yr, x, g)
+    assert (y - yr).abs().max() <= 1e-12 and (gx - gr).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_gradcheck_of_the_analytic_backward(backend, region):
+    canon = canonical(3, 0.6, 0.75, 1.2 if region == "across" else 1.0, region,
+                      "torch" if region == "across" else "caffe")
+    x = rand(2, 5, 4, 3, seed=4).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: fused(t, canon, backend), (x,), eps=1e-6, atol=1e-8)
+    even = canonical(4, 0.6, 0.6, 1.5, region, "cuda-convnet")
+    assert torch.autograd.gradcheck(lambda t: fused(t, even, backend), (x,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("convention, region, loop, size", [
+    ("torch", "across", lambda a, n: naive.torch_lrn(a, n, 0.4, 0.8, 1.7), 4),
+    ("onnx", "across", lambda a, n: naive.onnx_lrn(a, n, 0.4, 0.8, 1.7), 4),
+    ("alexnet", "across", lambda a, n: naive.alexnet_lrn(a, n, 0.4, 0.8, 1.7), 5),
+    ("tensorflow", "across", lambda a, n: naive.tensorflow_lrn(a, (n - 1) // 2, 1.7, 0.4, 0.8), 5),
+    ("caffe", "within", lambda a, n: naive.caffe_within_lrn(a, n, 0.4, 0.8), 3),
+    ("cuda-convnet", "within", lambda a, n: naive.cuda_convnet_rnorm(a, n, 0.4, 0.8, 1.7), 4),
+])
+def test_default_fused_layer_matches_the_published_formulas(convention, region, loop, size):
+    x = rand(2, 7, 5, 6, seed=5)
+    k = 1.0 if convention == "caffe" else 1.7
+    got = LocalResponseNorm(size, 0.4, 0.8, k, region, convention)(x)  # impl fused by default
+    assert (got - torch.from_numpy(loop(x.numpy(), size))).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
+@pytest.mark.parametrize("canon", [CANONS[0], CANONS[1], CANONS[5]], ids=[IDS[0], IDS[1], IDS[5]])
+def test_float32_agrees_with_float64(backend, canon):
+    """float32 has unit roundoff u = 6e-8. y = x * d^-beta: the window sum of n squares, the
+    affine step, exp/log (a few ulp each) and the product give a relative error below about
+    (n + 10) * u * (1 + beta) ~ 2e-6 per element, whatever the magnitude of x; rtol 1e-5 leaves
+    a margin of 5. The gradient is a difference of two terms, so its error is relative to the
+    larger term: atol = 1e-5 * max |g * p| there."""
+    x64 = rand(4, 16, 9, 7, seed=6)
+    g64 = rand(4, 16, 9, 7, seed=7)
+    x32 = x64.float().requires_grad_()
+    y32 = fused(x32, canon, backend)
+    (gx32,) = torch.autograd.grad(y32, x32, g64.float())
+    x = x64.clone().requires_grad_()
+    y64 = reference(x, canon)
+    (gx64,) = torch.autograd.grad(y64, x, g64)
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-5, atol=0)
+    scale = (g64 * y64.abs() / x64.abs().clamp_min(1e-12)).abs().max().item()
+    torch.testing.assert_close(gx32.double(), gx64, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_half_types_on_cpu_are_computed_in_float32(dtype, region):
+    m = LocalResponseNorm(3, 1e-2, 0.75, 1.0, region, "caffe")
+    x = rand(2, 8, 6, 6, dtype=torch.float32).to(dtype).requires_grad_()
+    y = m(x)
+    assert y.dtype == dtype
+    assert torch.equal(y, m(x.detach().float()).to(dtype))
+    y.sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+    if dtype == torch.float16:  # what this layer fixes: torch's LRN has no float16 kernel on CPU
+        with pytest.raises(RuntimeError, match="Half"):
+            torch.nn.LocalResponseNorm(3)(x.detach())
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_channels_last_in_channels_last_out(backend, region):
+    canon = canonical(3, 0.5, 0.75, 1.0, region, "caffe")
+    x = rand(2, 6, 5, 4).to(memory_format=torch.channels_last).requires_grad_()
+    y = fused(x, canon, backend)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    y.backward(rand(2, 6, 5, 4, seed=2).to(memory_format=torch.channels_last))
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, reference(x.detach().contiguous(), canon), atol=1e-12)
+    # and via the module, with reference too
+    for impl in ("fused", "reference"):
+        out = LocalResponseNorm(3, 0.5, 0.75, 1.0, region, "caffe", impl)(x.detach())
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9), (2, 6, 3, 2, 4), (3, 5, 1, 1), (1, 4, 1), (0, 4, 3, 3)])
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_three_four_and_five_dims(shape, region):
+    canon = canonical(3, 0.5, 0.75, 1.0, region, "caffe", dims=len(shape) - 2)
+    x = rand(*shape).requires_grad_()
+    y, yr = fused(x, canon), reference(x, canon)
+    assert y.shape == x.shape and torch.allclose(y, yr, atol=1e-12)
+    if x.numel():
+        g = rand(*shape, seed=3)
+        assert torch.allclose(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(yr, x, g)[0], atol=1e-12)
+    if region == "across":
+        assert torch.allclose(y, torch.nn.LocalResponseNorm(3, 0.5, 0.75, 1.0)(x), atol=1e-12)
+
+
+def test_channels_last_3d_across():
+    canon = canonical(3, 0.5, 0.75, 1.0)
+    x = rand(2, 6, 3, 2, 4).to(memory_format=torch.channels_last_3d)
+    y = fused(x, canon)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(y, reference(x.contiguous(), canon), atol=1e-12)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    canon = canonical(5, 1e-3, 0.75, 2.0)
+    x = rand(8, 24, 11, 13, dtype=torch.float32).requires_grad_()
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            y = fused(x, canon)
+            (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+            outs.append((y, gx))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(outs[0][0], y) and torch.equal(outs[0][1], g) for y, g in outs)
+
+
+def test_deterministic_mode_and_autocast():
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), LocalResponseNorm(5, 1e-3, 0.75, 2.0))
+    x = rand(2, 3, 9, 9, dtype=torch.float32)
+    torch.use_deterministic_algorithms(True)
+    try:
+        a, b = m(x), m(x)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), a, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile(backend):
+    m = LocalResponseNorm(5, 1e-3, 0.75, 2.0)
+    x = rand(2, 8, 5, 5, dtype=torch.float32).requires_grad_()
+    compiled = torch.compile(m, backend=backend, fullgraph=True)  # fullgraph: no graph break at the op
+    y = compiled(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    (gr,) = torch.autograd.grad(m(x).sum(), x)
+    assert torch.allclose(y, m(x)) and torch.allclose(g, gr)
+
+
+def test_fused_keeps_only_its_input_for_backward():
+    held = []
+
+    def pack(t):
+        held.append(t)
+        return t
+
+    x = rand(2, 8, 5, 5, dtype=torch.float32).requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fused(x, canonical(5, 1e-3, 0.75, 2.0))
+    assert len(held) == 1 and held[0].data_ptr() == x.data_ptr()
+
+
+def test_invalid_impl():
+    with pytest.raises(ValueError, match="impl must be one of fused, reference"):
+        LocalResponseNorm(3, impl="fast")
