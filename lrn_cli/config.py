@@ -150,8 +150,18 @@ def parse_layer(item: Any, where: str) -> tuple[str, _Strict]:
 # ----------------------------------------------------------------------------- sections
 
 class AugmentConfig(_Strict):
-    crop: int = Field(4, ge=0, description="random-crop padding in pixels (0: no crop)")
+    crop: int = Field(4, ge=0, description="random-crop padding in pixels (0: no crop); imagefolder: "
+                                           "any value > 0 turns on the random-resized crop")
     flip: bool = Field(True, description="random horizontal flip")
+    scale: list[float] = Field([0.35, 1.0], description="imagefolder: range of the area fraction that "
+                                                         "a random-resized crop keeps")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("must be [low, high] with 0 < low <= high <= 1, e.g. [0.35, 1.0]")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -163,25 +173,59 @@ class AugmentConfig(_Strict):
         return v
 
 
+IMAGEFOLDER_SIZE = 112  # data.image_size of an image folder when not given
+IMAGEFOLDER_SIZES = (32, 512)
+
+
 class DataConfig(_Strict):
-    dataset: Literal["cifar10", "synthetic"] = "cifar10"
-    root: str = Field("data", description="folder holding cifar-10-batches-py (or that folder)")
+    dataset: Literal["cifar10", "synthetic", "imagefolder"] = "cifar10"
+    root: str = Field("data", description="cifar10: folder holding cifar-10-batches-py (or that folder); "
+                                          "imagefolder: the folder holding train/ (and val/)")
     download: bool = False
-    image_size: int | None = Field(None, ge=8, le=1024, description="default: the dataset's own")
-    classes: int | list[str] | None = Field(None, description="first N classes, or a list of names")
+    image_size: int | None = Field(None, ge=8, le=1024, description="default: the dataset's own "
+                                                                    f"(imagefolder: {IMAGEFOLDER_SIZE})")
+    classes: int | list[str] | dict[str, int] | None = Field(
+        None, description="first N classes, a list of names, or {random: N, seed: S}")
     per_class: int | None = Field(None, ge=1, description="cap on training images per class")
     test_per_class: int | None = Field(None, ge=1, description="cap on test images per class")
-    val_split: float = Field(0.0, ge=0, lt=1, description="fraction of train held out for validation")
+    val_split: float = Field(0.0, ge=0, lt=1, description="fraction of train held out for validation "
+                                                          "(an image folder without val/: for testing)")
+    cache: str | None = Field(None, description="imagefolder: folder of the decoded-image cache "
+                                                "(default <root>/.lrn-cache, or ~/.cache/lrn/folders)")
     augment: AugmentConfig = AugmentConfig()
 
-    @field_validator("classes")
+    @field_validator("classes", mode="before")
     @classmethod
     def _classes(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 2:
+        forms = "give a number N (the first N classes), a list of names, or {random: N, seed: S}"
+        if isinstance(v, dict):
+            n, seed = v.get("random"), v.get("seed", 0)
+            if set(v) - {"random", "seed"} or type(n) is not int or type(seed) is not int or seed < 0:
+                raise ValueError(f"a random choice is written {{random: N, seed: S}} (N >= 2, S >= 0); {forms}")
+            v = {"random": n, "seed": seed}
+        elif not (v is None or type(v) is int or (isinstance(v, list) and all(isinstance(c, str) for c in v))):
+            raise ValueError(forms)
+        count = v["random"] if isinstance(v, dict) else v
+        if type(count) is int and count < 2:
             raise ValueError("must be at least 2")
         if isinstance(v, list) and len(set(v)) < 2:
             raise ValueError("must name at least 2 different classes")
         return v
+
+    @model_validator(mode="after")
+    def _imagefolder(self) -> "DataConfig":
+        if self.dataset != "imagefolder":
+            return self
+        if self.download:
+            raise UserError("data.download: only CIFAR-10 can be downloaded; for imagefolder set it to "
+                            "false and point data.root at a folder holding train/<class>/ images")
+        if self.image_size is None:
+            self.image_size = IMAGEFOLDER_SIZE
+        low, high = IMAGEFOLDER_SIZES
+        if not low <= self.image_size <= high:
+            raise UserError(f"data.image_size: imagefolder crops are {low} to {high} px (got {self.image_size}); "
+                            f"e.g. {IMAGEFOLDER_SIZE} or 224")
+        return self
 
 
 DEFAULT_PRESET = "cifar10_full"

@@ -87,7 +87,8 @@ def evaluate(model: nn.Module, split: Split, data: Data, batch_size: int, device
     loss = correct1 = correct5 = 0.0
     k = min(5, data.num_classes)
     for i in range(0, len(split), batch_size):
-        x = normalize(split.x[i:i + batch_size].to(device), mean, std)
+        x = split.x[i:i + batch_size]
+        x = normalize((data.eval_transform(x) if data.eval_transform else x).to(device), mean, std)
         y = split.y[i:i + batch_size].to(device)
         logits = model(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
@@ -283,7 +284,11 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                     t0 = time.perf_counter()
                     torch.manual_seed(step_seed(cfg.seed, epoch, step))  # dropout and friends
                     idx = perm[step * bs:(step + 1) * bs]
-                    xb = crop_flip(data.train.x[idx], cfg.data.augment.crop, cfg.data.augment.flip, torch.default_generator)
+                    xb = data.train.batch(idx)
+                    if data.train_transform:
+                        xb = data.train_transform(xb, torch.default_generator)
+                    else:
+                        xb = crop_flip(xb, cfg.data.augment.crop, cfg.data.augment.flip, torch.default_generator)
                     xb, yb = normalize(xb.to(device, non_blocking=True), mean, std), data.train.y[idx].to(device)
                     logits = model(xb)
                     loss = criterion(logits, yb)

@@ -65,7 +65,7 @@ def test_hash_depends_on_every_value_including_seed():
     ({"train": {"milestones": [0.5, 2]}}, ["train.milestones", "fractions"]),
     ({"data": {"val_split": 1.5}}, ["data.val_split", "less than 1"]),
     ({"data": {"classes": 1}}, ["data.classes", "at least 2"]),
-    ({"data": {"dataset": "mnist"}}, ["data.dataset", "'cifar10' or 'synthetic'"]),
+    ({"data": {"dataset": "mnist"}}, ["data.dataset", "'cifar10', 'synthetic' or 'imagefolder'"]),
     ({"model": {"norm": {"type": "lrnn"}}}, ["model.norm.type", "'lrn', 'none', 'batchnorm' or 'groupnorm'"]),
     ({"model": {"norm": {"size": 0}}}, ["model.norm.size", "integer >= 1", "0"]),
     ({"model": {"norm": {"size": 2.5}}}, ["model.norm.size", "integer"]),
