@@ -67,6 +67,65 @@ def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | 
         sys.exit(1)
 
 
+@main.command()
+@click.option("--config", "-c", "spec", required=True, metavar="SPEC", help="The ablation spec (YAML).")
+@click.option("--jobs", "-j", type=click.IntRange(1), metavar="N",
+              help="Runs at a time (default: half the cores); torch threads per run: cores // N.")
+@click.option("--dry-run", is_flag=True, help="Print the table of runs and exit.")
+@click.option("--out", default="runs", show_default=True, metavar="DIR", help="The sweep goes to DIR/NAME.")
+@click.option("--quiet", "-q", is_flag=True, help="No live display.")
+def ablate(spec: str, jobs: int | None, dry_run: bool, out: str, quiet: bool) -> None:
+    """Run every point of an ablation spec over its seeds, in parallel, then report.
+
+    Running the same command again skips completed runs and resumes interrupted ones.
+
+    \b
+    lrn ablate --config experiments/lrn_on_off.yaml --jobs 2
+    lrn ablate --config experiments/lrn_on_off.yaml --dry-run
+    """
+    from .sweep import ablate as run_sweep
+
+    outcome = run_sweep(spec, out=out, jobs=jobs, dry_run=dry_run, quiet=quiet)
+    if dry_run:
+        rows = outcome["runs"]
+        click.echo(f"{outcome['sweep_dir']}: {len(rows)} runs, {outcome['jobs']} at a time, "
+                   f"{outcome['threads']} threads each")
+        click.echo(f"{'run':10}  {'seed':>4}  {'status':10}  point")
+        for r in rows:
+            click.echo(f"{r.run_id:10}  {r.seed:4}  {outcome['status'][r.run_id]:10}  {r.label}")
+        return
+    click.echo(outcome["sweep_dir"] / "results.md")
+    if outcome["signal"]:
+        sys.exit(143 if outcome["signal"] == "SIGTERM" else 130)
+    if any(status == "failed" for status in outcome["final"].values()):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("sweep_dir", metavar="DIR")
+def report(sweep_dir: str) -> None:
+    """Regenerate DIR's results.csv, results.md, plots/ and HParams from its run directories."""
+    from .report import report as make_report
+
+    outcome = make_report(sweep_dir)
+    click.echo((Path(sweep_dir) / "results.md").read_text(), nl=False)
+    if outcome["completed"] < outcome["rows"]:
+        click.echo(f"({outcome['rows'] - outcome['completed']} of {outcome['rows']} runs not completed)", err=True)
+
+
+@main.command()
+@click.argument("logdir", metavar="DIR")
+@click.option("--port", default=6006, show_default=True, type=click.IntRange(1, 65535))
+def board(logdir: str, port: int) -> None:
+    """Start TensorBoard on DIR (a run, or a sweep with its HParams dashboard) at 127.0.0.1:PORT."""
+    from .tb import board as serve
+
+    if not Path(logdir).is_dir():
+        raise UserError(f"{logdir}: no such folder; give a run or sweep directory")
+    click.echo(f"TensorBoard on http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
+    serve(Path(logdir), port)
+
+
 @main.group("config")
 def config_group() -> None:
     """Inspect configs."""

@@ -38,10 +38,10 @@ class NormConfig(_Strict):
     alpha: float | None = Field(None, description="LRN scale, in the convention's own meaning")
     beta: float | None = Field(None, description="LRN exponent")
     k: float | None = Field(None, description="LRN additive constant")
-    region: Literal[REGIONS] = "across"  # type: ignore[valid-type]
-    convention: Literal[CONVENTIONS] = "torch"  # type: ignore[valid-type]
-    groups: int = Field(8, ge=1, description="groupnorm: number of groups")
-    impl: Literal["fused", "reference"] = Field("fused", description="LRN implementation")
+    region: Literal[REGIONS] | None = "across"  # type: ignore[valid-type]
+    convention: Literal[CONVENTIONS] | None = "torch"  # type: ignore[valid-type]
+    groups: int | None = Field(8, ge=1, description="groupnorm: number of groups")
+    impl: Literal["fused", "reference"] | None = Field("fused", description="LRN implementation")
 
     @model_validator(mode="after")
     def _fill_and_check(self, info: ValidationInfo) -> "NormConfig":
@@ -51,6 +51,11 @@ class NormConfig(_Strict):
         if self.type == "lrn":
             check_params(self.size, self.alpha, self.beta, self.k, self.region, self.convention,
                          prefix=(info.context or {}).get("prefix", "model.norm."), error=UserError)
+        else:  # keys that do nothing for this type are null, so equal networks have equal configs
+            for name in ("size", "alpha", "beta", "k", "region", "convention", "impl"):
+                setattr(self, name, None)
+        if self.type != "groupnorm":
+            self.groups = None
         return self
 
 
@@ -139,7 +144,7 @@ def parse_layer(item: Any, where: str) -> tuple[str, _Strict]:
         raise UserError(f"{where}: a layer is a name ('relu') or a one-key mapping "
                         f"('conv: {{out: 32, kernel: 5}}'), got {item!r}")
     if kind not in LAYER_SPECS:
-        raise UserError(f"{where}: unknown layer '{kind}'{_suggest(kind, LAYER_SPECS)}; "
+        raise UserError(f"{where}: unknown layer '{kind}'{suggest(kind, LAYER_SPECS)}; "
                         f"layers are {', '.join(LAYER_SPECS)}")
     try:
         return kind, LAYER_SPECS[kind].model_validate(args)
@@ -251,7 +256,7 @@ class ModelConfig(_Strict):
         if self.preset is None and self.layers is None:
             self.preset = DEFAULT_PRESET
         if self.preset is not None and self.preset not in PRESETS:
-            raise UserError(f"model.preset: unknown preset '{self.preset}'{_suggest(self.preset, PRESETS)}; "
+            raise UserError(f"model.preset: unknown preset '{self.preset}'{suggest(self.preset, PRESETS)}; "
                             f"presets are {', '.join(PRESETS)}")
         for i, item in enumerate(self.layers or []):
             kind, spec = parse_layer(item, f"model.layers[{i}]")
@@ -303,9 +308,17 @@ class Config(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
-    def hash(self, n: int = 10) -> str:
-        """Short hash of the fully resolved config: equal configs share it, seed included."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+    def hash(self, n: int = 10, seed: bool = True) -> str:
+        """Short hash of what the run computes: equal configs share it, seed included (unless
+        seed=False: the hash of the config that a group of seeds shares). `train.threads`,
+        `train.device` and `data.cache` say how to run, not what, and are left out."""
+        d = self.to_dict()
+        for key in ("threads", "device"):
+            d["train"].pop(key)
+        d["data"].pop("cache")
+        if not seed:
+            d.pop("seed")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
@@ -389,19 +402,23 @@ def load_config(source: str | Path | dict[str, Any] | Config | None = None,
         raw = read_yaml(source)
     for assignment in overrides:
         apply_set(raw, assignment)
-    return validate(raw, where=str(source) if isinstance(source, (str, Path)) else "config")
+    return validate(raw, where=str(source) if isinstance(source, (str, Path)) else None)
 
 
-def validate(raw: dict[str, Any], where: str = "config") -> Config:
+def validate(raw: dict[str, Any], where: str | None = None) -> Config:
+    """Validate a raw mapping; errors name the file (`where`) when there is one, and the key."""
+    prefix = f"{where}: " if where else ""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{where}: {_format_errors(e)}") from None
+        raise UserError(prefix + _format_errors(e)) from None
+    except UserError as e:  # raised by a validator, already naming the key
+        raise UserError(prefix + str(e)) from None
 
 
 # ----------------------------------------------------------------------------- messages
 
-def _suggest(word: str, choices: Any) -> str:
+def suggest(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -425,7 +442,7 @@ def _format_errors(err: ValidationError, prefix: str = "") -> str:
         key = prefix + ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             valid = _fields_at(model, loc[:-1]) if model else []
-            lines.append(f"unknown key '{key}'{_suggest(str(loc[-1]), valid)}"
+            lines.append(f"unknown key '{key}'{suggest(str(loc[-1]), valid)}"
                          + (f"; valid keys here: {', '.join(valid)}" if valid else ""))
         else:
             msg = e["msg"].replace("Value error, ", "")

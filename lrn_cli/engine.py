@@ -185,9 +185,10 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
 
     if run_dir is None:
         run_dir = runs.new_run_dir(out, name or runs.default_run_name(cfg.name))
-    if not (run_dir / runs.CONFIG).exists():
-        runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
-    return _fit(cfg, run_dir, data, model, device, summary, Reporter(quiet))
+    with runs.locked(run_dir, "this run directory"):
+        if not (run_dir / runs.CONFIG).exists():
+            runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
+        return _fit(cfg, run_dir, data, model, device, summary, Reporter(quiet))
 
 
 def _locate(config: Any, overrides: Any, out: Any, name: str | None, resume: Any) -> tuple[Path | None, Config]:

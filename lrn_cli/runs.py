@@ -7,14 +7,18 @@ crash is written to a temporary file in the same folder and renamed into place.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from .errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -76,6 +80,23 @@ def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+@contextmanager
+def locked(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (its `.lock` file) or fail at once with a UserError.
+    The kernel drops the lock when the process dies, even by kill -9."""
+    fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"{folder}: {what} is in use by another lrn process; wait for it to finish "
+                        "or stop it first") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:

@@ -53,6 +53,9 @@ def test_lrn_defaults_follow_the_convention():
 def test_hash_depends_on_every_value_including_seed():
     a, b = load_config({}), load_config({}, ["seed=1"])
     assert a.hash() == load_config({}).hash() and a.hash() != b.hash() and len(a.hash()) == 10
+    assert a.hash(seed=False) == b.hash(seed=False)
+    # how a run is executed is not what it computes
+    assert load_config({}, ["train.threads=1", "train.device=cpu", "data.cache=/tmp/c"]).hash() == a.hash()
 
 
 @pytest.mark.parametrize("raw, needles", [

@@ -1,0 +1,372 @@
+"""Ablation sweeps: expand a spec into runs, run them in parallel, resume, and report.
+
+A spec (YAML):
+
+    name: lrn_params
+    base: ../configs/cifar10_full.yaml     # relative to the spec file
+    set: {train.epochs: 10}                # overrides of the base, for every run
+    seeds: [0, 1, 2]
+    grid: {model.norm.size: [3, 5], model.norm.alpha: [1.0e-5, 1.0e-4]}   # cartesian product
+    zip: {train.lr: [0.1, 0.05], train.batch_size: [256, 128]}             # stepped together
+    random: {n: 8, seed: 0, space: {model.norm.beta: {uniform: [0.5, 1.0]},
+                                   model.norm.alpha: {loguniform: [1.0e-6, 1.0e-2]},
+                                   model.norm.size: {choice: [3, 5, 7]}}}
+    variants: {no_lrn: {model.norm.type: none}}                            # named extra points
+    baseline: no_lrn                                                       # for the p-values
+
+The points are product(grid) x zip rows x random samples, plus the variants; each point runs
+once per seed. Every run is named by the short hash of its resolved config, so points that
+resolve to the same config run once, a finished run is never redone, and an interrupted one
+resumes from its checkpoint. Each run is its own `lrn train --resume RUN_DIR` process.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random as _random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import runs
+from .config import Config, suggest, load_config, read_yaml, set_key
+from .errors import UserError
+
+SWEEP_FILE = "sweep.json"  # the expanded run table: what `lrn report` reads
+SPEC_FILE = "spec.yaml"
+
+
+# ----------------------------------------------------------------------------- the spec
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RandomSpec(_Strict):
+    n: int = Field(ge=1)
+    seed: int = 0
+    space: dict[str, dict[Literal["uniform", "loguniform", "choice"], list[Any]]]
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        for key, dist in space.items():
+            if len(dist) != 1:
+                raise ValueError(f"{key}: give exactly one of uniform, loguniform, choice")
+            (kind, args), = dist.items()
+            if kind == "choice" and not args:
+                raise ValueError(f"{key}: choice needs at least one value")
+            if kind != "choice" and (len(args) != 2 or not all(isinstance(a, (int, float)) for a in args)
+                                     or args[0] > args[1]):
+                raise ValueError(f"{key}: {kind} takes [low, high] with low <= high")
+            if kind == "loguniform" and args[0] <= 0:
+                raise ValueError(f"{key}: loguniform needs low > 0")
+        return space
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str
+    set: dict[str, Any] = {}
+    seeds: list[int] = Field([0], min_length=1)
+    grid: dict[str, list[Any]] = {}
+    zip: dict[str, list[Any]] = {}
+    random: RandomSpec | None = None
+    variants: dict[str, dict[str, Any]] = {}
+    baseline: str | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not grid:
+            raise ValueError("the grid is empty; give at least one key with a list of values, or drop grid")
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"'{key}' has no values; give at least one, or drop the key")
+        return grid
+
+    @field_validator("zip")
+    @classmethod
+    def _zip(cls, z: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        lengths = {len(v) for v in z.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"lists stepped together must have one length, got {sorted(lengths)}")
+        if lengths == {0}:
+            raise ValueError("the lists are empty")
+        return z
+
+    @model_validator(mode="after")
+    def _some_points(self) -> "Spec":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: each seed once")
+        return self
+
+
+@dataclass
+class Run:
+    """One run of the sweep: a point of the spec at one seed."""
+
+    run_id: str            # hash of the resolved config (seed included): the run directory's name
+    group: str             # hash without the seed: the seeds of one config share it
+    label: str             # the point, readably: "model.norm.size=3 model.norm.alpha=1e-4" or a variant
+    point: dict[str, Any]  # the swept keys and their values
+    variant: bool          # a named variant rather than a point of the grid
+    seed: int
+    config: dict[str, Any] = field(repr=False)
+
+
+def read_spec(path: str | Path) -> tuple[Spec, Path]:
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        return Spec.model_validate(raw), path
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                valid = list(Spec.model_fields) if len(err["loc"]) == 1 else list(RandomSpec.model_fields)
+                msgs.append(f"unknown key '{key}'{suggest(str(err['loc'][-1]), valid)}; "
+                            f"valid keys here: {', '.join(valid)}")
+            else:
+                msgs.append(f"{key or 'spec'}: {err['msg'].replace('Value error, ', '')}"
+                            + ("" if err["type"] == "missing" else f" (got {err['input']!r})"))
+        raise UserError(f"{path}: " + "; ".join(msgs)) from None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def sample(spec: RandomSpec) -> list[dict[str, Any]]:
+    """n points drawn from the space with the spec's own seed (the same every time)."""
+    rng = _random.Random(spec.seed)
+    points = []
+    for _ in range(spec.n):
+        point = {}
+        for key, dist in spec.space.items():
+            (kind, args), = dist.items()
+            if kind == "choice":
+                point[key] = rng.choice(args)
+            elif kind == "uniform":
+                point[key] = rng.uniform(*args)
+            else:
+                point[key] = math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
+        points.append(point)
+    return points
+
+
+def points(spec: Spec) -> list[tuple[str, dict[str, Any], bool]]:
+    """(label, overrides, is_variant) of every point: product(grid) x zip rows x random samples,
+    then the variants."""
+    factors: list[list[dict[str, Any]]] = []
+    if spec.grid:
+        keys = list(spec.grid)
+        factors.append([dict(zip(keys, combo)) for combo in itertools.product(*spec.grid.values())])
+    if spec.zip:
+        keys = list(spec.zip)
+        factors.append([dict(zip(keys, row)) for row in zip(*spec.zip.values())])
+    if spec.random:
+        factors.append(sample(spec.random))
+    out = []
+    if factors:
+        for combo in itertools.product(*factors):
+            point = {k: v for part in combo for k, v in part.items()}
+            out.append((" ".join(f"{k}={_fmt(v)}" for k, v in point.items()), point, False))
+    elif not spec.variants:
+        out.append(("base", {}, False))
+    out += [(name, dict(over), True) for name, over in spec.variants.items()]
+    return out
+
+
+def expand(spec: Spec, spec_path: Path) -> list[Run]:
+    """Every run of the spec, validated against the config schema, identical configs merged."""
+    base = (spec_path.parent / spec.base).resolve()
+    if not base.exists():
+        raise UserError(f"{spec_path}: base: no such file {base} (the path is relative to the spec)")
+    runs_by_id: dict[str, Run] = {}
+    for label, point, variant in points(spec):
+        for seed in spec.seeds:
+            overrides = {**spec.set, **point, "seed": seed}
+            raw = read_yaml(base)
+            for key, value in overrides.items():
+                set_key(raw, key, value)
+            try:
+                cfg = load_config(raw)
+            except UserError as e:
+                raise UserError(f"{spec_path}: point '{label}' (seed {seed}): {e}") from None
+            run = Run(cfg.hash(), cfg.hash(seed=False), label, point, variant, seed, cfg.to_dict())
+            runs_by_id.setdefault(run.run_id, run)  # the same config twice runs once
+    if spec.baseline is not None and spec.baseline not in {r.label for r in runs_by_id.values()}:
+        labels = sorted({r.label for r in runs_by_id.values()})
+        raise UserError(f"{spec_path}: baseline '{spec.baseline}' is not a point of the sweep; "
+                        f"use a variant name or a point label: {', '.join(labels[:6])}"
+                        + (" ..." if len(labels) > 6 else ""))
+    return list(runs_by_id.values())
+
+
+def plan(spec_path: str | Path) -> tuple[Spec, list[Run]]:
+    spec, path = read_spec(spec_path)
+    return spec, expand(spec, path)
+
+
+def swept_keys(spec: Spec) -> list[str]:
+    keys = list(spec.grid) + list(spec.zip) + (list(spec.random.space) if spec.random else [])
+    for over in spec.variants.values():
+        keys += [k for k in over if k not in keys]
+    return list(dict.fromkeys(keys))
+
+
+# ----------------------------------------------------------------------------- running
+
+def default_jobs(cores: int | None = None) -> int:
+    """Half the cores, one run per two threads: small CNNs use two threads well on the CPU."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
+def status_of(run_dir: Path) -> str:
+    summary = runs.read_json(run_dir / runs.SUMMARY)
+    return summary.get("status", "pending") if summary else "pending"
+
+
+def _die_with_parent() -> None:  # runs in the child: a kill -9 of the sweep takes its runs along
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Display:
+    """done/running/failed with an ETA: one live line on a terminal, a line per event otherwise."""
+
+    def __init__(self, total: int, done: int, quiet: bool) -> None:
+        self.total, self.done, self.quiet = total, done, quiet
+        self.failed = 0
+        self.running = 0
+        self.durations: list[float] = []
+        self.tty = sys.stderr.isatty()
+
+    def eta(self, jobs: int) -> str:
+        if not self.durations:
+            return "?"
+        left = (self.total - self.done - self.failed) * (sum(self.durations) / len(self.durations)) / max(jobs, 1)
+        return f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+
+    def update(self, event: str, jobs: int) -> None:
+        if self.quiet:
+            return
+        text = (f"[{self.done + self.failed}/{self.total}] done {self.done}, running {self.running}, "
+                f"failed {self.failed}, ETA {self.eta(jobs)}")
+        if self.tty:
+            print(f"\r\033[K{text} | {event}", end="", file=sys.stderr, flush=True)
+        else:
+            print(f"{text} | {event}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty and not self.quiet:
+            print(file=sys.stderr, flush=True)
+
+
+def execute(sweep_dir: Path, todo: list[Run], jobs: int, threads: int, display: Display) -> dict[str, str]:
+    """Run `todo` with at most `jobs` `lrn train` processes at a time -> {run_id: final status}."""
+    pending = list(todo)
+    active: dict[str, tuple[subprocess.Popen, float, Any]] = {}
+    final: dict[str, str] = {}
+    stopping = {"signum": None}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping["signum"] = signum
+        for proc, _, _ in active.values():
+            proc.send_signal(signal.SIGTERM)  # each run saves a checkpoint and exits
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or active:
+            while pending and len(active) < jobs and stopping["signum"] is None:
+                run = pending.pop(0)
+                run_dir = sweep_dir / run.run_id
+                run_dir.mkdir(exist_ok=True)
+                cfg = {**run.config, "train": {**run.config["train"], "threads": threads}}
+                runs.write_text(run_dir / runs.CONFIG, Config.model_validate(cfg).to_yaml())
+                log = open(run_dir / "log.txt", "a")
+                proc = subprocess.Popen([sys.executable, "-m", "lrn_cli", "train", "--resume", str(run_dir)],
+                                        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                active[run.run_id] = (proc, time.time(), log)
+                display.running = len(active)
+                display.update(f"started {run.run_id} ({run.label}, seed {run.seed})", jobs)
+            time.sleep(0.2)
+            for run_id, (proc, started, log) in list(active.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del active[run_id]
+                status = status_of(sweep_dir / run_id)
+                if proc.returncode != 0 and status in ("running", "pending"):
+                    status = "failed"  # it died before it could say so
+                    summary = runs.read_json(sweep_dir / run_id / runs.SUMMARY) or {}
+                    runs.write_json(sweep_dir / run_id / runs.SUMMARY,
+                                    {**summary, "status": "failed", "error": f"exit code {proc.returncode}"})
+                final[run_id] = status
+                if status == "completed":
+                    display.done += 1
+                    display.durations.append(time.time() - started)
+                elif status != "interrupted":
+                    display.failed += 1
+                display.running = len(active)
+                where = "" if status in ("completed", "interrupted") else f"; see {sweep_dir / run_id / 'log.txt'}"
+                display.update(f"{run_id} {status}{where}", jobs)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        display.close()
+    if stopping["signum"] is not None:
+        final["__signal__"] = signal.Signals(stopping["signum"]).name
+    return final
+
+
+def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = None, dry_run: bool = False,
+           quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep of a spec into out/NAME and write its report; -> outcome."""
+    spec, todo_all = plan(spec_path)
+    sweep_dir = Path(out) / spec.name
+    jobs = jobs or default_jobs()
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    if dry_run:
+        return {"sweep_dir": sweep_dir, "runs": todo_all, "dry_run": True, "jobs": jobs, "threads": threads,
+                "status": {r.run_id: status_of(sweep_dir / r.run_id) for r in todo_all}}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with runs.locked(sweep_dir, "this sweep directory"):
+        runs.write_text(sweep_dir / SPEC_FILE, Path(spec_path).read_text())
+        runs.write_json(sweep_dir / SWEEP_FILE, {
+            "name": spec.name, "baseline": spec.baseline, "swept": swept_keys(spec),
+            "runs": [asdict(r) for r in todo_all]})
+        from .tb import write_hparams_config
+
+        write_hparams_config(sweep_dir, spec, todo_all)
+        done = [r for r in todo_all if status_of(sweep_dir / r.run_id) == "completed"]
+        todo = [r for r in todo_all if r not in done]
+        display = Display(len(todo_all), len(done), quiet)
+        if not quiet:
+            print(f"{sweep_dir}: {len(todo_all)} runs, {len(done)} already completed, {len(todo)} to run "
+                  f"({jobs} at a time, {threads} threads each)", file=sys.stderr, flush=True)
+        final = execute(sweep_dir, todo, jobs, threads, display)
+        from .report import report
+
+        summary = report(sweep_dir)
+    signame = final.pop("__signal__", None)
+    return {"sweep_dir": sweep_dir, "runs": todo_all, "final": final, "report": summary, "signal": signame}
