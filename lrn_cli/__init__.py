@@ -1,7 +1,8 @@
 """lrn: an experiment runner for Local Response Normalization in convolutional networks.
 
-    from lrn_cli import train, load_config
+    from lrn_cli import train, ablate
     result = train("configs/synthetic.yaml", overrides=["train.epochs=1"])
+    outcome = ablate("experiments/lrn_on_off.yaml", jobs=2)
 """
 __version__ = "0.1.0"
 
@@ -11,6 +12,10 @@ def __getattr__(name: str):  # import torch-heavy parts only when asked for
         from .engine import train
 
         return train
+    if name == "ablate":
+        from importlib import import_module
+
+        return import_module(".sweep", __name__).ablate
     if name in ("load_config", "Config"):
         from . import config
 
@@ -18,4 +23,4 @@ def __getattr__(name: str):  # import torch-heavy parts only when asked for
     raise AttributeError(name)
 
 
-__all__ = ["Config", "load_config", "train"]
+__all__ = ["Config", "ablate", "load_config", "train"]

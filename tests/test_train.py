@@ -223,3 +223,11 @@ def test_real_cifar10_slice_through_the_cli(real_cifar, tmp_path):
         s = runs.read_json(tmp_path / name / "summary.json")
         assert s["status"] == "completed" and s["data"]["train"] == 3000 and s["data"]["test"] == 1000
         assert s["test_acc"] > 0.25, s  # chance is 0.10
+
+
+def test_python_api_exports_the_commands():
+    import lrn_cli
+    from lrn_cli import sweep
+
+    assert lrn_cli.train is train and lrn_cli.ablate is sweep.ablate
+    assert lrn_cli.load_config(SYNTH).name == "synthetic"
