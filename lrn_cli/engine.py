@@ -27,6 +27,7 @@ from .data import Data, Split, load_data
 from .data.augment import crop_flip, normalize
 from .errors import UserError
 from .models import build_model, count_params
+from .perf import keep_freed_memory
 
 
 @dataclass
@@ -172,6 +173,7 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
         return RunResult(run_dir, summary)
 
     # everything that can fail because of the user happens here, before anything is written
+    keep_freed_memory()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)

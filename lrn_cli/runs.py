@@ -134,10 +134,10 @@ def git_commit() -> str | None:
 def environment(threads: int, device: str) -> dict[str, Any]:
     import torch
 
-    from . import __version__
+    from . import __version__, perf
 
     return {
         "lrn": __version__, "git_commit": git_commit(), "torch": torch.__version__,
         "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "threads": threads, "device": device,
+        "threads": threads, "device": device, "malloc_keeps_freed_memory": perf.applied(),
     }

@@ -144,59 +144,76 @@ typedef struct {
     }
 
 /*
- * Box sum over an H x W plane, window lo .. hi on both axes, zeros outside:
- * rows first (from a zero-padded row copy), then columns. `rowpad` holds W + lo + hi.
+ * Within a channel: a unit is a chunk of (image, channel) planes of a contiguous NCHW tensor.
+ * The planes of a chunk are laid out one under the other with P = max(lo, hi) zero rows and
+ * columns around each, so that both box sums (rows, then columns) are shifted adds over one
+ * long flat buffer, whatever the plane size; only the interior is read back.
  */
-#define DEFINE_BOX(T, SUF)                                                                        \
-    static void box_##SUF(T *restrict dst, const T *restrict src, T *restrict tmp,              \
-                          T *restrict rowpad, long H, long W, int lo, int hi) {                  \
-        const long size = lo + hi + 1;                                                           \
-        memset(rowpad, 0, sizeof(T) * (W + size)); /* the pads: lo and hi may differ per call */ \
-        for (long h = 0; h < H; h++) {                                                           \
-            memcpy(rowpad + lo, src + h * W, sizeof(T) * W);                                     \
-            T *t = tmp + h * W;                                                                  \
-            for (long w = 0; w < W; w++) t[w] = 0;                                               \
-            for (long s = 0; s < size; s++)                                                      \
-                for (long w = 0; w < W; w++) t[w] += rowpad[w + s];                              \
-        }                                                                                        \
-        for (long h = 0; h < H; h++) {                                                           \
-            const long a = h - lo < 0 ? 0 : h - lo, b = h + hi > H - 1 ? H - 1 : h + hi;        \
-            T *o = dst + h * W;                                                                  \
-            for (long w = 0; w < W; w++) o[w] = 0;                                               \
-            for (long r = a; r <= b; r++)                                                        \
-                for (long w = 0; w < W; w++) o[w] += tmp[r * W + w];                             \
-        }                                                                                        \
-    }
-
-/* Within a channel: a unit is one (image, channel) plane of a contiguous NCHW tensor. */
 #define DEFINE_WITHIN(T, SUF)                                                                     \
+    static void box_flat_##SUF(T *restrict dst, const T *restrict src, T *restrict tmp,         \
+                               long total, long Wp, long P, int lo, int hi) {                    \
+        /* tmp = sum along rows, dst = sum of tmp along columns; the first and last P rows of    \
+           the buffer stay out of reach of the shifts */                                         \
+        const long a = P * Wp, b = total - P * Wp;                                               \
+        for (long i = a - P * Wp; i < b + P * Wp; i++) tmp[i] = src[i];                          \
+        for (int s = -lo; s <= hi; s++)                                                          \
+            if (s) for (long i = P; i < total - P; i++) tmp[i] += src[i + s];                    \
+        for (long i = a; i < b; i++) dst[i] = tmp[i];                                            \
+        for (int r = -lo; r <= hi; r++) {                                                        \
+            const long off = r * Wp;                                                             \
+            if (r) for (long i = a; i < b; i++) dst[i] += tmp[i + off];                          \
+        }                                                                                        \
+    }                                                                                            \
     static void within_##SUF(const job_t *j, long u0, long u1) {                                 \
-        const long H = j->H, W = j->W, HW = H * W, size = j->lo + j->hi + 1;                     \
+        const long H = j->H, W = j->W, HW = H * W;                                               \
+        const long P = j->lo > j->hi ? j->lo : j->hi, Wp = W + 2 * P, Hp = H + 2 * P;            \
+        const long per = Hp * Wp; /* one padded plane */                                         \
+        long chunk = 32768 / per; /* planes per chunk: about 128 KB of floats per buffer */      \
+        if (chunk < 1) chunk = 1;                                                                \
         const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;                             \
         const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
-        T *sq = malloc(sizeof(T) * HW), *d = malloc(sizeof(T) * HW);                             \
-        T *p = malloc(sizeof(T) * HW), *tmp = malloc(sizeof(T) * HW);                            \
-        T *rowpad = calloc(W + size, sizeof(T));                                                 \
-        for (long u = u0; u < u1; u++) {                                                         \
+        const long cap = chunk * per;                                                            \
+        T *Q = calloc(cap, sizeof(T)), *S = malloc(sizeof(T) * cap), *tmp = malloc(sizeof(T) * cap); \
+        for (long u = u0; u < u1; u += chunk) {                                                  \
+            const long np = (u + chunk <= u1) ? chunk : u1 - u, total = np * per;                \
             const T *x = (const T *)j->x + u * HW;                                               \
+            const T *g = j->backward ? (const T *)j->g + u * HW : NULL;                          \
             T *out = (T *)j->out + u * HW;                                                       \
-            for (long i = 0; i < HW; i++) sq[i] = x[i] * x[i];                                   \
-            box_##SUF(d, sq, tmp, rowpad, H, W, j->lo, j->hi);                                   \
-            for (long i = 0; i < HW; i++) d[i] = k + scale * d[i];                               \
-            negpow_##SUF(p, d, HW, beta);                                                        \
-            if (!j->backward) {                                                                  \
-                for (long i = 0; i < HW; i++) out[i] = x[i] * p[i];                              \
-                continue;                                                                        \
-            }                                                                                    \
-            const T *g = (const T *)j->g + u * HW;                                               \
-            for (long i = 0; i < HW; i++) {                                                      \
-                out[i] = g[i] * p[i];                                                            \
-                sq[i] = g[i] * x[i] * p[i] / d[i];                                               \
-            }                                                                                    \
-            box_##SUF(d, sq, tmp, rowpad, H, W, j->hi, j->lo); /* the transposed window */       \
-            for (long i = 0; i < HW; i++) out[i] -= c2 * x[i] * d[i];                            \
+            for (long q = 0; q < np; q++) /* squares into the interior; the pads stay zero */    \
+                for (long h = 0; h < H; h++) {                                                   \
+                    const T *xr = x + q * HW + h * W;                                            \
+                    T *Qr = Q + q * per + (h + P) * Wp + P;                                      \
+                    for (long w = 0; w < W; w++) Qr[w] = xr[w] * xr[w];                          \
+                }                                                                                \
+            box_flat_##SUF(S, Q, tmp, total, Wp, P, j->lo, j->hi);                               \
+            /* d and p over the whole flat buffer (long loops; the pads cost a little extra) */  \
+            const long a = P * Wp, b = total - P * Wp;                                           \
+            for (long i = a; i < b; i++) S[i] = k + scale * S[i];                                \
+            negpow_##SUF(tmp + a, S + a, b - a, beta);                                           \
+            for (long q = 0; q < np; q++)                                                        \
+                for (long h = 0; h < H; h++) {                                                   \
+                    const long at = q * HW + h * W, row = q * per + (h + P) * Wp + P;            \
+                    const T *pr = tmp + row, *dr = S + row;                                      \
+                    if (!j->backward) {                                                          \
+                        for (long w = 0; w < W; w++) out[at + w] = x[at + w] * pr[w];            \
+                        continue;                                                                \
+                    }                                                                            \
+                    T *Ur = Q + row; /* Q now holds u = g x p / d */                             \
+                    for (long w = 0; w < W; w++) {                                               \
+                        out[at + w] = g[at + w] * pr[w];                                         \
+                        Ur[w] = g[at + w] * x[at + w] * pr[w] / dr[w];                           \
+                    }                                                                            \
+                }                                                                                \
+            if (!j->backward) continue;                                                          \
+            box_flat_##SUF(S, Q, tmp, total, Wp, P, j->hi, j->lo); /* the transposed window */   \
+            for (long q = 0; q < np; q++)                                                        \
+                for (long h = 0; h < H; h++) {                                                   \
+                    const long at = q * HW + h * W;                                              \
+                    const T *Sr = S + q * per + (h + P) * Wp + P;                                \
+                    for (long w = 0; w < W; w++) out[at + w] -= c2 * x[at + w] * Sr[w];          \
+                }                                                                                \
         }                                                                                        \
-        free(sq); free(d); free(p); free(tmp); free(rowpad);                                     \
+        free(Q); free(S); free(tmp);                                                             \
     }
 
 DEFINE_NEGPOW(float, f32, expf, logf, sqrtf)
@@ -205,8 +222,6 @@ DEFINE_ACROSS_PLANAR(float, f32)
 DEFINE_ACROSS_PLANAR(double, f64)
 DEFINE_ACROSS_PACKED(float, f32)
 DEFINE_ACROSS_PACKED(double, f64)
-DEFINE_BOX(float, f32)
-DEFINE_BOX(double, f64)
 DEFINE_WITHIN(float, f32)
 DEFINE_WITHIN(double, f64)
 
