@@ -346,3 +346,30 @@ def test_lrn_train_on_a_slice_of_imagenette(tmp_path):
     assert s["status"] == "completed" and s["epochs"] == 1 and 0 <= s["test_acc"] <= s["test_top5"] <= 1
     assert s["data"]["classes"] == sorted(wnids) and len(wnids) == 3
     assert s["data"]["counts"] == {"train": [20, 20, 20], "test": [10, 10, 10]} and s["data"]["skipped"] == 0
+
+
+def test_the_c_crop_kernel_is_bilinear_interpolation_of_each_box():
+    from lrn_cli.data import augment
+
+    if augment._native() is None:
+        pytest.skip("no C compiler: the crops use torch's kernel")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (24, 3, 40, 50), dtype=torch.uint8, generator=g).to(memory_format=torch.channels_last)
+    boxes = crop_boxes(24, 40, 50, (0.1, 1.0), (0.5, 2.0), g)
+    mirrored = torch.rand(24, generator=g) < 0.5
+    got = augment.resize_crops(x, boxes, mirrored, 32)
+    assert got.shape == (24, 3, 32, 32) and got.dtype == torch.uint8 and got.is_contiguous()
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        want = torch.nn.functional.interpolate(x[i:i + 1, :, top:top + h, left:left + w].float(), size=(32, 32),
+                                               mode="bilinear", align_corners=False)[0]
+        want = want.flip(-1) if mirrored[i] else want
+        assert (got[i].float() - want).abs().max() <= 0.51  # rounding to the nearest integer only
+    # and the thread count does not change a bit of it
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(augment.resize_crops(x, boxes, mirrored, 32), got)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="outside its image"):
+        augment.resize_crops(x, torch.tensor([[0, 0, 41, 10]] * 24), mirrored, 32)

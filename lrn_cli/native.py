@@ -1,0 +1,101 @@
+"""Build (once per machine) and load the project's C kernels through ctypes.
+
+`library(name)` compiles `SOURCES[name]` at first use with the system C compiler into a cache
+folder (`$LRN_CACHE_DIR`, else `$XDG_CACHE_HOME/lrn`, else `~/.cache/lrn`), keyed by the source,
+the flags, the compiler and the CPU, so a change in any of them rebuilds it. No torch headers
+are involved, so a build takes about a second, and nothing is built at install time. Where
+there is no compiler it returns None (with one warning) and callers use their PyTorch path.
+`LRN_NATIVE=0` turns the C kernels off.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+SOURCES = {"lrn_cpu": Path(__file__).parent / "lrn" / "kernels" / "lrn_cpu.c",
+           "augment_cpu": Path(__file__).parent / "data" / "augment_cpu.c"}
+# -ffast-math lets the compiler vectorize exp/log (glibc's libmvec); it is given when compiling
+# only, not when linking, so that loading the library leaves the process's FP flags alone.
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=gnu99", "-Wall"]
+LDFLAGS = ["-shared", "-pthread", "-lmvec", "-lm"]
+
+_lock = threading.Lock()
+_libs: dict[str, ctypes.CDLL | None] = {}
+
+
+class NativeWarning(UserWarning):
+    pass
+
+
+def cache_dir() -> Path:
+    if os.environ.get("LRN_CACHE_DIR"):
+        return Path(os.environ["LRN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lrn"
+
+
+def _cpu_id() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cc and shutil.which(cc):
+            return cc
+    return None
+
+
+def build(cc: str, name: str) -> Path:
+    source = SOURCES[name]
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join([source.read_text(), *CFLAGS, *LDFLAGS, version, _cpu_id(),
+                                    platform.machine()]).encode()).hexdigest()[:16]
+    folder = cache_dir()
+    lib = folder / f"{name}-{key}.so"
+    if lib.exists():
+        return lib
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        obj, so = Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
+        subprocess.run([cc, *CFLAGS, "-c", str(source), "-o", str(obj)], check=True, capture_output=True, text=True)
+        subprocess.run([cc, str(obj), "-o", str(so), *LDFLAGS], check=True, capture_output=True, text=True)
+        os.replace(so, lib)  # atomic: a concurrent build of the same key lands the same file
+    return lib
+
+
+def library(name: str) -> ctypes.CDLL | None:
+    """The compiled library `name`, building it the first time; None where that is not possible."""
+    if name in _libs:
+        return _libs[name]
+    with _lock:
+        if name in _libs:
+            return _libs[name]
+        _libs[name] = None
+        if os.environ.get("LRN_NATIVE", "1") == "0":
+            return None
+        cc = _compiler()
+        if cc is None:
+            warnings.warn("no C compiler found: LRN and the image-folder crops use their PyTorch paths, "
+                          "which are slower (install gcc or clang for the fast CPU kernels)",
+                          NativeWarning, stacklevel=3)
+            return None
+        try:
+            _libs[name] = ctypes.CDLL(str(build(cc, name)))
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            warnings.warn(f"could not build the C kernels of {SOURCES[name].name} ({detail.strip()[:300]}); "
+                          "using the PyTorch path", NativeWarning, stacklevel=3)
+        return _libs[name]
