@@ -243,6 +243,8 @@ class ModelConfig(_Strict):
     num_classes: int | None = Field(None, ge=2, description="default: from the dataset")
     width: float = Field(1.0, gt=0, le=16, description="multiplies the channels of every conv and "
                                                         "the outputs of every fc but the last")
+    init: Literal["torch", "kaiming"] = Field("torch", description="torch: PyTorch's default init; kaiming: "
+                                              "He-normal conv and fc weights, zero biases")
     norm: NormConfig = NormConfig()
 
     @model_validator(mode="after")

@@ -123,7 +123,21 @@ def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes
     if x.dim() != 2 or x.shape[1] != num_classes:
         raise UserError(f"model: the network ends with shape {tuple(x.shape[1:])}, but it must end "
                         f"with {num_classes} class scores; end the layer list with 'flatten' and 'fc'")
-    return nn.Sequential(*modules).train()
+    model = nn.Sequential(*modules).train()
+    if cfg.init == "kaiming":
+        init_kaiming(model)
+    return model
+
+
+def init_kaiming(model: nn.Module) -> None:
+    """He et al. 2015: weights ~ N(0, 2 / fan_in), biases 0, so that ReLU activations keep their
+    scale through depth. PyTorch's default (uniform, variance 1 / (3 fan_in)) shrinks them by
+    about 2.4x per layer, which stalls a deep net without normalization such as AlexNet."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def count_params(model: nn.Module) -> int:

@@ -65,3 +65,14 @@ def test_initial_weights_depend_only_on_the_seed():
     torch.manual_seed(3)
     b = model_of(preset="cifar10_full").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kaiming_init_keeps_relu_activations_at_scale():
+    torch.manual_seed(0)
+    m = build_model(
+        load_config({"model": {"layers": [{"conv": 64}, "relu", {"conv": 64}, "relu", "flatten", "fc"],
+                               "init": "kaiming"}}).model, 3, 8, 10)
+    conv = m[2]
+    fan_in = conv.in_channels * 9
+    assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+    assert conv.bias.abs().max().item() == 0
