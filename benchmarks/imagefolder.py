@@ -32,10 +32,12 @@ import torch
 
 from lrn_cli.config import load_config
 from lrn_cli.data import folder, load_data, select
-from lrn_cli.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from lrn_cli.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from lrn_cli.engine import train_inputs
+from lrn_cli.perf import keep_freed_memory
 
 
-def ours_epoch(data, batch_size: int, seed: int) -> tuple[float, int]:
+def ours_epoch(data, aug, batch_size: int, seed: int) -> tuple[float, int]:
     """One epoch of training input as `lrn train` makes it -> (seconds, images)."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(data.train), generator=g)
@@ -43,7 +45,7 @@ def ours_epoch(data, batch_size: int, seed: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     for i in range(0, n, batch_size):
         idx = perm[i:i + batch_size]
-        x = normalize(data.train_transform(data.train.batch(idx), g), data.mean, data.std)
+        x = train_inputs(data, aug, idx, torch.device("cpu"), data.mean, data.std)
         assert x.shape[0] == batch_size
     return time.perf_counter() - t0, n
 
@@ -84,6 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as lrn train does
 
     with tempfile.TemporaryDirectory(prefix="lrn-bench-cache-") as cache:
         cfg = load_config({"data": {"dataset": "imagefolder", "root": args.data_root, "image_size": args.image_size,
@@ -99,7 +102,7 @@ def main() -> None:
             load_s = time.perf_counter() - t0
         listing = folder.scan(cfg.root)
         files = select(cfg, listing.train, listing.test, listing.classes)[0]  # the images `data.train` holds
-        ours = [ours_epoch(data, args.batch_size, seed) for seed in range(args.epochs)]
+        ours = [ours_epoch(data, cfg.augment, args.batch_size, seed) for seed in range(args.epochs)]
         tv = [torchvision_epoch(files, args.image_size, cfg.augment.scale, args.batch_size, args.workers)
               for _ in range(args.epochs)]
 

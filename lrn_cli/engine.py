@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import runs
-from .config import Config, TrainConfig, load_config
+from .config import AugmentConfig, Config, TrainConfig, load_config
 from .data import Data, Split, load_data
 from .data.augment import crop_flip, normalize
 from .errors import UserError
@@ -287,12 +287,7 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                     t0 = time.perf_counter()
                     torch.manual_seed(step_seed(cfg.seed, epoch, step))  # dropout and friends
                     idx = perm[step * bs:(step + 1) * bs]
-                    xb = data.train.batch(idx)
-                    if data.train_transform:
-                        xb = data.train_transform(xb, torch.default_generator)
-                    else:
-                        xb = crop_flip(xb, cfg.data.augment.crop, cfg.data.augment.flip, torch.default_generator)
-                    xb, yb = normalize(xb.to(device, non_blocking=True), mean, std), data.train.y[idx].to(device)
+                    xb, yb = train_inputs(data, cfg.data.augment, idx, device, mean, std), data.train.y[idx].to(device)
                     logits = model(xb)
                     loss = criterion(logits, yb)
                     loss_value = loss.item()
@@ -369,6 +364,21 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                 f"loss {summary['test_loss']:.4f}, {summary['wall_time_s']:.0f} s, "
                 f"{summary['images_per_s']:.0f} images/s")
     return RunResult(run_dir, summary)
+
+
+def train_inputs(data: Data, aug: AugmentConfig, idx: torch.Tensor, device: torch.device, mean: torch.Tensor,
+                 std: torch.Tensor) -> torch.Tensor:
+    """The augmented, normalized training batch `idx`. Random draws come from the global generator,
+    which the loop seeds per step. On the CPU a dataset's one-pass path is used where it has one;
+    towards a GPU, uint8 images travel and are normalized there."""
+    if data.train_batch is not None and device.type == "cpu":
+        return data.train_batch(data.train.x, idx, torch.default_generator)
+    xb = data.train.batch(idx)
+    if data.train_transform:
+        xb = data.train_transform(xb, torch.default_generator)
+    else:
+        xb = crop_flip(xb, aug.crop, aug.flip, torch.default_generator)
+    return normalize(xb.to(device, non_blocking=True), mean, std)
 
 
 # TensorBoard names of the metrics.jsonl keys that do not read as split_metric

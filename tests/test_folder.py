@@ -373,3 +373,20 @@ def test_the_c_crop_kernel_is_bilinear_interpolation_of_each_box():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="outside its image"):
         augment.resize_crops(x, torch.tensor([[0, 0, 41, 10]] * 24), mirrored, 32)
+
+
+def test_the_one_pass_batch_equals_gather_crop_and_normalize():
+    from lrn_cli.data import augment
+
+    g = torch.Generator().manual_seed(3)
+    stored = torch.randint(0, 256, (30, 3, 36, 36), dtype=torch.uint8, generator=g).to(memory_format=torch.channels_last)
+    idx = torch.tensor([4, 29, 0, 4, 17])
+    stats = (augment.IMAGENET_MEAN, augment.IMAGENET_STD)
+    a = augment.random_resized_crop_flip(stored, 28, torch.Generator().manual_seed(9), index=idx, normalize_with=stats)
+    b = augment.random_resized_crop_flip(stored[idx], 28, torch.Generator().manual_seed(9))
+    assert a.dtype == torch.float32 and a.shape == (5, 3, 28, 28) and b.dtype == torch.uint8
+    # the same crops: the one-pass path skips only the rounding to uint8 before normalizing
+    diff = (a - normalize(b, *stats)).abs().max().item()
+    assert diff <= 0.51 / augment.IMAGENET_STD.min().item() + 1e-6
+    with pytest.raises(ValueError, match="index out of range" if augment._native() else "index"):
+        augment.random_resized_crop_flip(stored, 28, g, index=torch.tensor([30]), normalize_with=stats)

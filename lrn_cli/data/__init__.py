@@ -59,6 +59,9 @@ class Data:
     train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     # uint8 batch -> uint8 batch of input_size; None: the images as stored
     eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # (stored images, indices, generator) -> normalized float32 CPU batch in one pass, where a
+    # dataset has one: the same crops as train_transform, without the gather and the uint8 trip
+    train_batch: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -138,22 +141,28 @@ def load_folder(cfg: DataConfig) -> Data:
                        for name, s in splits.items() if s is not None},
             "image_size": cfg.image_size, "stored_size": size, "skipped": len(skipped),
             "skipped_files": skipped[:folder.SHOW_SKIPPED], "cache": str(cache), "cache_built": built}
-    train_tf, eval_tf = folder_transforms(cfg)
+    train_tf, eval_tf, batch = folder_transforms(cfg)
     return Data(train, val, test, classes, augment.IMAGENET_MEAN.clone(), augment.IMAGENET_STD.clone(), info,
-                input_size=cfg.image_size, train_transform=train_tf, eval_transform=eval_tf)
+                input_size=cfg.image_size, train_transform=train_tf, eval_transform=eval_tf, train_batch=batch)
 
 
-def folder_transforms(cfg: DataConfig) -> tuple[Callable, Callable]:
+def folder_transforms(cfg: DataConfig) -> tuple[Callable, Callable, Callable | None]:
     """Training: a random-resized crop (or, with data.augment.crop 0, the center) and a flip;
-    evaluation: the center crop, as ImageNet is evaluated."""
+    evaluation: the center crop, as ImageNet is evaluated. The third: the random-resized crop
+    and normalization straight from the stored images (see Data.train_batch)."""
     size, aug = cfg.image_size, cfg.augment
+    stats = (augment.IMAGENET_MEAN, augment.IMAGENET_STD)
 
     def train_transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if aug.crop:
             return augment.random_resized_crop_flip(x, size, generator, aug.scale, flip=aug.flip)
         return augment.crop_flip(augment.center_crop(x, size), 0, aug.flip, generator)
 
-    return train_transform, lambda x: augment.center_crop(x, size)
+    def train_batch(x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment.random_resized_crop_flip(x, size, generator, aug.scale, flip=aug.flip, index=idx,
+                                                normalize_with=stats)
+
+    return train_transform, lambda x: augment.center_crop(x, size), train_batch if aug.crop else None
 
 
 def check_classes(split: Any, classes: list[str], root: Any, skipped: list[str]) -> None:

@@ -68,46 +68,72 @@ def crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[
 
 def random_resized_crop_flip(x: torch.Tensor, out_size: int, generator: torch.Generator,
                              scale: tuple[float, float] = (0.35, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                             flip: bool = True) -> torch.Tensor:
+                             flip: bool = True, index: torch.Tensor | None = None,
+                             normalize_with: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Random-resized crop (as torchvision's RandomResizedCrop) and random horizontal flip, per image.
 
-    `x` is a uint8 batch (B, C, H, W); the result is uint8 (B, C, out_size, out_size)."""
-    b, c, h, w = x.shape
+    `x` is a uint8 batch (B, C, H, W), or with `index` the whole stored set, of which the images
+    `index` are taken (so the gather is part of the crop). The result is uint8 (B, C, out_size,
+    out_size), or float32 normalized with `normalize_with` = (mean, std) in 0-255 units."""
+    b = len(index) if index is not None else x.shape[0]
+    h, w = x.shape[-2:]
     boxes = crop_boxes(b, h, w, tuple(scale), tuple(ratio), generator)
     mirrored = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
-    return resize_crops(x, boxes, mirrored, out_size)
+    return resize_crops(x, boxes, mirrored, out_size, index, normalize_with)
 
 
-def resize_crops(x: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Tensor, out_size: int) -> torch.Tensor:
-    """Each image's box (top, left, height, width) resized to out_size x out_size, mirrored where asked.
+def resize_crops(x: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Tensor, out_size: int,
+                 index: torch.Tensor | None = None,
+                 normalize_with: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Each image's box (top, left, height, width) resized to out_size x out_size, mirrored where
+    asked (images `index` of x, when given; normalized to float32, when asked).
 
     With the C kernels (`augment_cpu.c`) the batch is one separable pass of bilinear
-    interpolation (align_corners=False), written planar: 128 images of 128 px -> 112 px in
-    about 5 ms on 2 cores. Without them, each crop is resized with torch's antialiased bilinear
-    uint8 kernel (the one torchvision's tensor transforms use) in a loop over the images, which
-    measured faster than one batched `grid_sample` or `roi_align`: 16 ms against 66 ms and 93 ms
-    on one thread. The two differ by the antialiasing only, which matters little here: the
-    image-folder cache stores 8/7 of the crop size, so no crop shrinks by more than that.
+    interpolation (align_corners=False) that reads the images where they are stored and writes
+    the planar batch: 128 images of 128 px -> 112 px, normalized, in about 4 ms on 2 cores.
+    Without them, each crop is resized with torch's antialiased bilinear uint8 kernel (the one
+    torchvision's tensor transforms use) in a loop over the images, which measured faster than
+    one batched `grid_sample` or `roi_align`: 16 ms against 66 ms and 93 ms on one thread. The
+    two differ by the antialiasing (and the C path does not round before normalizing), which
+    matters little here: the image-folder cache stores 8/7 of the crop size, so no crop shrinks
+    by more than that.
     """
-    b, c, h, w = x.shape
+    n, c, h, w = x.shape
+    b = len(boxes)
     lib = _native()
     if lib is not None:
-        src = x.permute(0, 2, 3, 1).contiguous()
-        out = torch.empty(b, c, out_size, out_size, dtype=torch.uint8)
+        src = x.permute(0, 2, 3, 1)
+        if not src.is_contiguous():
+            src = src.contiguous()
+        idx = (index if index is not None else torch.arange(b)).to(torch.int64).contiguous()
         boxes = boxes.to(torch.int64).contiguous()
         flips = mirrored.to(torch.uint8).contiguous()
-        rc = lib.random_resized_crop_u8(src.data_ptr(), b, h, w, c, boxes.data_ptr(), flips.data_ptr(),
-                                        out.data_ptr(), out_size, torch.get_num_threads())
+        if normalize_with is not None:
+            mean = normalize_with[0].to(torch.float32).contiguous()
+            inv_std = (1 / normalize_with[1].to(torch.float32)).contiguous()
+            out = torch.empty(b, c, out_size, out_size, dtype=torch.float32)
+            stats = (mean.data_ptr(), inv_std.data_ptr())
+        else:
+            out = torch.empty(b, c, out_size, out_size, dtype=torch.uint8)
+            stats = (None, None)
+        rc = lib.random_resized_crop(src.data_ptr(), n, idx.data_ptr(), b, h, w, c, boxes.data_ptr(),
+                                     flips.data_ptr(), out.data_ptr(), out_size, *stats, torch.get_num_threads())
         if rc != 0:
-            raise ValueError("resize_crops: a box lies outside its image")
+            raise ValueError("resize_crops: " + ("a box lies outside its image" if rc == -1 else "index out of range"))
         return out
+    if index is not None:
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= n):
+            raise ValueError("resize_crops: index out of range")
+        x = x[index]
     with one_thread():
         out = torch.empty(b, c, out_size, out_size, dtype=x.dtype, memory_format=torch.channels_last)
         for i, ((top, left, bh, bw), m) in enumerate(zip(boxes.tolist(), mirrored.tolist())):
+            if not (0 <= top and 0 <= left and top + bh <= h and left + bw <= w and bh > 0 and bw > 0):
+                raise ValueError("resize_crops: a box lies outside its image")
             crop = F.interpolate(x[i:i + 1, :, top:top + bh, left:left + bw], size=(out_size, out_size),
                                  mode="bilinear", antialias=True, align_corners=False)[0]
             out[i] = crop.flip(-1) if m else crop
-    return out
+    return normalize(out, *normalize_with) if normalize_with is not None else out
 
 
 def _native():
@@ -116,11 +142,12 @@ def _native():
     from .. import native
 
     lib = native.library("augment_cpu")
-    if lib is not None and lib.random_resized_crop_u8.argtypes is None:
-        lib.random_resized_crop_u8.restype = ctypes.c_int
-        lib.random_resized_crop_u8.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long,
-                                               ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                               ctypes.c_long, ctypes.c_int]
+    if lib is not None and lib.random_resized_crop.argtypes is None:
+        lib.random_resized_crop.restype = ctypes.c_int
+        lib.random_resized_crop.argtypes = [
+            ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+            ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+            ctypes.c_void_p, ctypes.c_int]
     return lib
 
 

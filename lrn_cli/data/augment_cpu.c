@@ -1,8 +1,10 @@
 /*
  * Random-resized crop + horizontal flip of a uint8 batch, for the image-folder
  * pipeline (lrn_cli/data/augment.py): each output pixel is the bilinear interpolation of its
- * crop box (torch's align_corners=False convention, rounded to nearest), read from the
- * channels-last cache batch (B, H, W, C) and written planar (B, C, S, S), ready to normalize.
+ * crop box (torch's align_corners=False convention), read from channels-last images
+ * (N, H, W, C) -- image `index[b]` for output b, so the gather from the memory-mapped cache is
+ * part of the same pass -- and written planar (B, C, S, S): uint8 rounded to nearest, or
+ * float32 normalized with (v - mean[c]) * inv_std[c] when `mean` is given.
  * No antialiasing: the cache stores images at 8/7 of the crop size, so a crop is shrunk by at
  * most 8/7, where bilinear filtering does not alias. Images are split across pthreads; every
  * output depends only on its own image, so the result does not depend on the thread count.
@@ -13,10 +15,12 @@
 
 typedef struct {
     const uint8_t *src;
+    const int64_t *index; /* (B,): which image of src each output is cut from */
     long H, W, C, S;
     const int64_t *boxes; /* (B, 4): top, left, height, width */
     const uint8_t *flips;
-    uint8_t *out;
+    void *out;
+    const float *mean, *inv_std; /* NULL: uint8 output */
 } job_t;
 
 /* source index and weight of each output coordinate along one axis */
@@ -49,7 +53,7 @@ static void crop_images(const job_t *j, long b0, long b1) {
     for (long b = b0; b < b1; b++) {
         const int64_t *box = j->boxes + 4 * b;
         const long top = box[0], h = box[2];
-        const uint8_t *img = j->src + b * H * W * C;
+        const uint8_t *img = j->src + j->index[b] * H * W * C;
         axis(S, box[1], box[3], x0, x1, wx, j->flips[b]);
         axis(S, top, h, y0, y1, wy, 0);
         for (long r = top; r < top + h; r++) { /* along x */
@@ -72,12 +76,18 @@ static void crop_images(const job_t *j, long b0, long b1) {
             }
         }
         for (long c = 0; c < C; c++) { /* along y */
-            uint8_t *plane = j->out + (b * C + c) * S * S;
             for (long oy = 0; oy < S; oy++) {
                 const float *ra = rows + ((y0[oy] - top) * C + c) * S, *re = rows + ((y1[oy] - top) * C + c) * S;
                 const float w = wy[oy];
-                uint8_t *o = plane + oy * S;
-                for (long ox = 0; ox < S; ox++) o[ox] = (uint8_t)(ra[ox] + w * (re[ox] - ra[ox]) + 0.5f);
+                const long at = ((b * C + c) * S + oy) * S;
+                if (j->mean) {
+                    const float m = j->mean[c], is = j->inv_std[c];
+                    float *o = (float *)j->out + at;
+                    for (long ox = 0; ox < S; ox++) o[ox] = (ra[ox] + w * (re[ox] - ra[ox]) - m) * is;
+                } else {
+                    uint8_t *o = (uint8_t *)j->out + at;
+                    for (long ox = 0; ox < S; ox++) o[ox] = (uint8_t)(ra[ox] + w * (re[ox] - ra[ox]) + 0.5f);
+                }
             }
         }
     }
@@ -95,14 +105,16 @@ static void *run_slice(void *arg) {
     return NULL;
 }
 
-int random_resized_crop_u8(const uint8_t *src, long B, long H, long W, long C, const int64_t *boxes,
-                           const uint8_t *flips, uint8_t *out, long S, int threads) {
+int random_resized_crop(const uint8_t *src, long N, const int64_t *index, long B, long H, long W, long C,
+                        const int64_t *boxes, const uint8_t *flips, void *out, long S, const float *mean,
+                        const float *inv_std, int threads) {
     for (long b = 0; b < B; b++) {
         const int64_t *box = boxes + 4 * b;
         if (box[0] < 0 || box[1] < 0 || box[2] < 1 || box[3] < 1 || box[0] + box[2] > H || box[1] + box[3] > W)
             return -1;
+        if (index[b] < 0 || index[b] >= N) return -2;
     }
-    job_t job = {src, H, W, C, S, boxes, flips, out};
+    job_t job = {src, index, H, W, C, S, boxes, flips, out, mean, inv_std};
     if (threads > B) threads = (int)B;
     if (threads > 64) threads = 64;
     if (threads <= 1) {
