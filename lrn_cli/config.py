@@ -249,7 +249,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
-        from .models import PRESETS
+        from .presets import PRESETS
 
         if self.preset is not None and self.layers is not None:
             raise UserError("model: give model.preset (one of "

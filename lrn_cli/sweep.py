@@ -308,7 +308,7 @@ def execute(sweep_dir: Path, todo: list[Run], jobs: int, threads: int, display: 
                 active[run.run_id] = (proc, time.time(), log)
                 display.running = len(active)
                 display.update(f"started {run.run_id} ({run.label}, seed {run.seed})", jobs)
-            time.sleep(0.2)
+            time.sleep(0.05)
             for run_id, (proc, started, log) in list(active.items()):
                 if proc.poll() is None:
                     continue

@@ -8,9 +8,7 @@ duplicates anything. The run's own scalars (test/acc ...) are the metric values.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,21 @@ STATUS = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE,
 
 
 def _write_events(path: Path, summaries: list[summary_pb2.Summary]) -> None:
-    """Write an event file holding `summaries` at `path`, atomically."""
-    from torch.utils.tensorboard.writer import FileWriter
+    """Write an event file holding `summaries` at `path`, atomically (TensorBoard's own record
+    format and protos; no torch, so a sweep's parent process stays light)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tb-") as tmp:
-        writer = FileWriter(tmp)
+    def write(f: Any) -> None:
+        w = RecordWriter(f)
+        now = time.time()
+        w.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
         for s in summaries:
-            writer.add_summary(s, 0)
-        writer.close()
-        (written,) = [p for p in Path(tmp).iterdir() if "tfevents" in p.name]
-        os.replace(written, path)
+            w.write(event_pb2.Event(wall_time=now, step=0, summary=s).SerializeToString())
+
+    from .runs import atomic_write
+
+    atomic_write(path, write, mode="wb")
 
 
 def hparam_value(value: Any) -> bool | float | str:

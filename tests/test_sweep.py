@@ -281,3 +281,27 @@ def test_sweep_end_to_end_and_hparams_read_back_by_tensorboard(tmp_path):
     res2 = run_cli("ablate", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet")
     assert res2.returncode == 0
     assert json.loads((sweep / SWEEP_FILE).read_text())["name"] == "s"
+
+
+def test_board_serves_tensorboard_on_localhost(tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lrn_cli", "board", str(tmp_path), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline, body = time.time() + 60, None
+        while time.time() < deadline and body is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/data/logdir", timeout=2).read()
+            except OSError:
+                time.sleep(0.3)
+        assert body is not None and str(tmp_path).encode() in body
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    bad = run_cli("board", str(tmp_path / "nope"))
+    assert bad.returncode == 2 and "no such folder" in bad.stderr
