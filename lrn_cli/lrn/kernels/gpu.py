@@ -43,21 +43,9 @@ if triton is not None:
         return s
 
     @triton.jit
-    def _forward(x_ptr, y_ptr, C, inner, scale, k, beta, LO: tl.constexpr, HI: tl.constexpr,
-                 ACC: tl.constexpr, BLOCK: tl.constexpr):
-        n = tl.program_id(0)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < inner
-        base = n * C * inner
-        for c in range(C):
-            d = k + scale * _window_sum_sq(x_ptr, base, c, C, inner, offs, mask, LO, HI, ACC)
-            p = tl.exp(-beta * tl.log(d))
-            xc = tl.load(x_ptr + base + c * inner + offs, mask=mask, other=0.0).to(ACC)
-            tl.store(y_ptr + base + c * inner + offs, (xc * p).to(y_ptr.dtype.element_ty), mask=mask)
-
-    @triton.jit
-    def _backward_u(x_ptr, g_ptr, dx_ptr, u_ptr, C, inner, scale, k, beta, LO: tl.constexpr,
-                    HI: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    def _pass(x_ptr, g_ptr, out_ptr, u_ptr, C, inner, scale, k, beta, LO: tl.constexpr, HI: tl.constexpr,
+              ACC: tl.constexpr, BLOCK: tl.constexpr, BACKWARD: tl.constexpr):
+        """Forward: out = x * p. Backward's first kernel: out = g * p, u = g * x * p / d."""
         n = tl.program_id(0)
         offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < inner
@@ -67,9 +55,12 @@ if triton is not None:
             p = tl.exp(-beta * tl.log(d))
             at = base + c * inner + offs
             xc = tl.load(x_ptr + at, mask=mask, other=0.0).to(ACC)
-            gc = tl.load(g_ptr + at, mask=mask, other=0.0).to(ACC)
-            tl.store(dx_ptr + at, gc * p, mask=mask)
-            tl.store(u_ptr + at, gc * xc * p / d, mask=mask)
+            if BACKWARD:
+                gc = tl.load(g_ptr + at, mask=mask, other=0.0).to(ACC)
+                tl.store(out_ptr + at, gc * p, mask=mask)
+                tl.store(u_ptr + at, gc * xc * p / d, mask=mask)
+            else:
+                tl.store(out_ptr + at, (xc * p).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _backward_dx(x_ptr, u_ptr, dx_ptr, out_ptr, C, inner, c2, LO: tl.constexpr, HI: tl.constexpr,
@@ -106,7 +97,8 @@ def forward(x: torch.Tensor, lo: int, hi: int, scale: float, k: float, beta: flo
     """Across-channel LRN of a contiguous (N, C, *spatial) tensor."""
     y = torch.empty_like(x)
     inner = x[0, 0].numel()
-    _forward[_grid(x, BLOCK)](x, y, x.shape[1], inner, scale, k, beta, LO=lo, HI=hi, ACC=_acc(x), BLOCK=BLOCK)
+    _pass[_grid(x, BLOCK)](x, x, y, y, x.shape[1], inner, scale, k, beta, LO=lo, HI=hi, ACC=_acc(x), BLOCK=BLOCK,
+                           BACKWARD=False)
     return y
 
 
@@ -117,8 +109,8 @@ def backward(g: torch.Tensor, x: torch.Tensor, lo: int, hi: int, scale: float, k
     gp = torch.empty(x.shape, dtype=acc_dtype, device=x.device)
     u = torch.empty(x.shape, dtype=acc_dtype, device=x.device)
     inner = x[0, 0].numel()
-    _backward_u[_grid(x, BLOCK)](x, g, gp, u, x.shape[1], inner, scale, k, beta, LO=lo, HI=hi, ACC=_acc(x),
-                                 BLOCK=BLOCK)
+    _pass[_grid(x, BLOCK)](x, g, gp, u, x.shape[1], inner, scale, k, beta, LO=lo, HI=hi, ACC=_acc(x), BLOCK=BLOCK,
+                           BACKWARD=True)
     dx = torch.empty_like(x)
     _backward_dx[_grid(x, BLOCK)](x, u, gp, dx, x.shape[1], inner, 2.0 * beta * scale, LO=lo, HI=hi,
                                   ACC=_acc(x), BLOCK=BLOCK)
