@@ -22,7 +22,6 @@ from .errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"
 
 

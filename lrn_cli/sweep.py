@@ -280,8 +280,10 @@ class Display:
             print(file=sys.stderr, flush=True)
 
 
-def execute(sweep_dir: Path, todo: list[Run], jobs: int, threads: int, display: Display) -> dict[str, str]:
-    """Run `todo` with at most `jobs` `lrn train` processes at a time -> {run_id: final status}."""
+def execute(sweep_dir: Path, todo: list[Run], jobs: int, threads: int,
+            display: Display) -> tuple[dict[str, str], str | None]:
+    """Run `todo` with at most `jobs` `lrn train` processes at a time
+    -> ({run_id: final status}, the name of the signal that stopped the sweep, if one did)."""
     pending = list(todo)
     active: dict[str, tuple[subprocess.Popen, float, Any]] = {}
     final: dict[str, str] = {}
@@ -333,9 +335,8 @@ def execute(sweep_dir: Path, todo: list[Run], jobs: int, threads: int, display: 
         for s, handler in old.items():
             signal.signal(s, handler)
         display.close()
-    if stopping["signum"] is not None:
-        final["__signal__"] = signal.Signals(stopping["signum"]).name
-    return final
+    signum = stopping["signum"]
+    return final, signal.Signals(signum).name if signum is not None else None
 
 
 def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = None, dry_run: bool = False,
@@ -364,9 +365,8 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
         if not quiet:
             print(f"{sweep_dir}: {len(todo_all)} runs, {len(done)} already completed, {len(todo)} to run "
                   f"({jobs} at a time, {threads} threads each)", file=sys.stderr, flush=True)
-        final = execute(sweep_dir, todo, jobs, threads, display)
+        final, signame = execute(sweep_dir, todo, jobs, threads, display)
         from .report import report
 
         summary = report(sweep_dir)
-    signame = final.pop("__signal__", None)
     return {"sweep_dir": sweep_dir, "runs": todo_all, "final": final, "report": summary, "signal": signame}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conventions import canonical, check_params, with_defaults
+from .conventions import Canon, canonical, check_params, with_defaults
 from .functional import IMPLS, apply
 
 
@@ -45,13 +45,16 @@ class LocalResponseNorm(nn.Module):
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)} (got {impl!r})")
         self.impl = impl
+        self._canon: dict[int, Canon] = {}
         self.size, self.alpha, self.beta, self.k = int(p["size"]), float(p["alpha"]), float(p["beta"]), float(p["k"])
         self.region, self.convention = region, convention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        canon = canonical(self.size, self.alpha, self.beta, self.k, self.region, self.convention,
-                          dims=max(x.dim() - 2, 1))
-        return apply(x, canon, self.impl)
+        dims = max(x.dim() - 2, 1)
+        if dims not in self._canon:  # checked and mapped once per input rank, not every call
+            self._canon[dims] = canonical(self.size, self.alpha, self.beta, self.k, self.region,
+                                          self.convention, dims=dims)
+        return apply(x, self._canon[dims], self.impl)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha:g}, beta={self.beta:g}, k={self.k:g}, "

@@ -44,35 +44,29 @@ def _native_plan(x: torch.Tensor, region: str) -> tuple[str, tuple[int, int, int
         return "within", (n * c, h, w), x.contiguous()
     if x.is_contiguous() and spatial > 1:
         return "planar", (n, c, spatial), x
-    if _packed(x) and not x.is_contiguous() or spatial == 1:
+    if spatial == 1 or (_packed(x) and not x.is_contiguous()):  # each pixel's channels contiguous
         return "packed", (n * spatial, c, 1), x if _packed(x) else x.contiguous()
     return "planar", (n, c, spatial), x.contiguous()
 
 
 def _run(x: torch.Tensor, g: torch.Tensor | None, canon: Canon, backend: str) -> torch.Tensor:
-    out = torch.empty_like(x)
     if x.numel() == 0:
-        return out
+        return torch.empty_like(x)
     plan = _native_plan(x, canon.region) if backend != "torch" else None
     if backend == "native" and plan is None:
         raise RuntimeError("the native LRN kernel does not apply here (CPU float32/float64, a built library, "
                            "and for within-channel 3-D or 4-D input)")
     if plan is not None:
         layout, dims, xs = plan
-        gs = None if g is None else (g.contiguous(memory_format=torch.channels_last if layout == "packed" and
-                                                  x.dim() == 4 else torch.contiguous_format)
-                                     if layout != "packed" or x.dim() != 5 else
-                                     g.contiguous(memory_format=torch.channels_last_3d))
-        if layout == "packed" and not _packed(xs):  # inner == 1: plain contiguous is packed already
-            gs = None if g is None else g.contiguous()
-        target = out if (xs.stride() == out.stride()) else torch.empty_like(xs)
-        native.call(layout, xs, gs, target, dims, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
-        if target is not out:
-            out.copy_(target)
-        return out
+        if g is not None and g.stride() != xs.stride():  # the kernel reads g in x's layout
+            g = torch.empty_like(xs).copy_(g)
+        out = torch.empty_like(xs)
+        native.call(layout, xs, g, out, dims, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
+        return out if out.stride() == x.stride() else torch.empty_like(x).copy_(out)
     if x.device.type != "cpu" and canon.region == "across" and x.is_contiguous() and gpu.available():
         return gpu.forward(x, canon.lo, canon.hi, canon.scale, canon.k, canon.beta) if g is None else \
             gpu.backward(g, x, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
+    out = torch.empty_like(x)
     # the same formulas as PyTorch operations
     d = window_sum_of_squares(x, canon).mul_(canon.scale).add_(canon.k)
     p = d.pow(-canon.beta)
