@@ -44,22 +44,40 @@ def main() -> None:
               help="Continue RUN_DIR from its checkpoint; bare --resume continues --out/--name "
                    "if it exists and starts it otherwise.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and the run directory.")
+@click.option("--nproc", type=click.IntRange(1), metavar="N",
+              help="Train the run on N processes of this machine with DistributedDataParallel "
+                   "(train.nproc; gloo on CPUs, nccl on GPUs). train.batch_size is the global batch, "
+                   "split evenly; with --resume it changes only how the rest of the run trains.")
 def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | None, resume: str | None,
-          quiet: bool) -> None:
+          quiet: bool, nproc: int | None) -> None:
     """Train one config; the results go to a new run directory under --out.
 
     \b
     lrn train --config configs/cifar10_full.yaml
     lrn train --config configs/cifar10_full.yaml --set model.norm.type=none
+    lrn train --config configs/cifar10_full.yaml --nproc 2
     lrn train --resume runs/cifar10_full-20260101-120000
+
+    Started by torchrun, each process joins torchrun's world as one rank (rank 0 writes the run;
+    --out must be on a filesystem every node sees, to resume), e.g. on two nodes of four GPUs:
+
+    \b
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        --rdzv-id RUN -m lrn_cli train --config configs/cifar10_full.yaml --name RUN
     """
+    from .distributed import WorkerFailed
     from .engine import train as run_training
 
     if resume is None and config is None:
         raise UserError("give --config FILE (or --resume RUN_DIR to continue a run)")
     resume_arg: str | bool | None = True if resume == "" else resume
-    result = run_training(config, overrides, out=out, name=name, resume=resume_arg, quiet=quiet)
-    click.echo(result.run_dir)
+    try:
+        result = run_training(config, overrides, out=out, name=name, resume=resume_arg, quiet=quiet, nproc=nproc)
+    except WorkerFailed as e:  # it carries the worker's traceback; this process's adds nothing
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if result.rank == 0:  # under torchrun, every rank returns here
+        click.echo(result.run_dir)
     status = result.summary["status"]
     if status == "interrupted":
         sys.exit(143 if result.summary.get("signal") == "SIGTERM" else 130)

@@ -281,8 +281,11 @@ class TrainConfig(_Strict):
     warmup: float = Field(0.0, ge=0, lt=1, description="fraction of training spent warming up "
                                                         "(onecycle: the rising part, default 0.25)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
+    threads: int = Field(0, ge=0, description="torch threads per process (0: torch's default; with "
+                                                "nproc > 1: the cores shared out)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc: int = Field(1, ge=1, description="processes that train the run together (DistributedDataParallel; "
+                                            "batch_size is the global batch, split evenly)")
 
     @field_validator("milestones")
     @classmethod
@@ -313,9 +316,10 @@ class Config(_Strict):
     def hash(self, n: int = 10, seed: bool = True) -> str:
         """Short hash of what the run computes: equal configs share it, seed included (unless
         seed=False: the hash of the config that a group of seeds shares). `train.threads`,
-        `train.device` and `data.cache` say how to run, not what, and are left out."""
+        `train.device`, `train.nproc` and `data.cache` say how to run, not what, and are left out
+        (train.nproc splits the same global batch, so the gradients are the same sums)."""
         d = self.to_dict()
-        for key in ("threads", "device"):
+        for key in ("threads", "device", "nproc"):
             d["train"].pop(key)
         d["data"].pop("cache")
         if not seed:

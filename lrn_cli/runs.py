@@ -130,7 +130,8 @@ def git_commit() -> str | None:
         return None
 
 
-def environment(threads: int, device: str) -> dict[str, Any]:
+def environment(threads: int, device: str, nproc: int = 1) -> dict[str, Any]:
+    """Where a run ran; threads are per process, nproc the processes it trained on."""
     import torch
 
     from . import __version__, perf
@@ -138,5 +139,5 @@ def environment(threads: int, device: str) -> dict[str, Any]:
     return {
         "lrn": __version__, "git_commit": git_commit(), "torch": torch.__version__,
         "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "threads": threads, "device": device, "malloc_keeps_freed_memory": perf.applied(),
+        "threads": threads, "device": device, "nproc": nproc, "malloc_keeps_freed_memory": perf.applied(),
     }
