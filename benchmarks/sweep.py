@@ -20,24 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
-
+from common import four_run_spec, timed
 from lrn_cli.config import Config
 from lrn_cli.sweep import plan
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -50,12 +39,7 @@ def main() -> None:
     lrn = [sys.executable, "-m", "lrn_cli"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = {"name": "bench", "base": str(REPO / "configs" / "cifar10_full.yaml"),
-                "set": {"data.root": args.data_root, "data.per_class": args.per_class, "data.test_per_class": 20,
-                        "train.epochs": args.epochs},
-                "seeds": [0, 1], "grid": {"model.norm.type": ["lrn", "none"]}}
-        spec_path = tmp / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(spec))
+        spec_path = four_run_spec(tmp, args.data_root, args.per_class, args.epochs)
         _, runs = plan(spec_path)
         alone: dict[int, list[float]] = {2: [], 1: []}
         for threads in (2, 1):

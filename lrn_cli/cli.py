@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .errors import UserError
+from .executors import EXECUTORS
 
 SET_HELP = "Override a config key: dotted KEY, YAML VALUE (repeatable), e.g. --set train.epochs=5."
 
@@ -85,29 +86,69 @@ def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | 
         sys.exit(1)
 
 
+def _key_values(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE, e.g. account=myproj")
+        out[key.removeprefix("--")] = value
+    return out
+
+
 @main.command()
 @click.option("--config", "-c", "spec", required=True, metavar="SPEC", help="The ablation spec (YAML).")
 @click.option("--jobs", "-j", type=click.IntRange(1), metavar="N",
-              help="Runs at a time (default: half the cores); torch threads per run: cores // N.")
+              help="Runs at a time (local default: half the cores, torch threads per run: cores // N; "
+                   "ray and slurm default: as many as the cluster fits).")
 @click.option("--dry-run", is_flag=True, help="Print the table of runs and exit.")
 @click.option("--out", default="runs", show_default=True, metavar="DIR", help="The sweep goes to DIR/NAME.")
 @click.option("--quiet", "-q", is_flag=True, help="No live display.")
-def ablate(spec: str, jobs: int | None, dry_run: bool, out: str, quiet: bool) -> None:
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="Where runs execute: processes here, Ray tasks, or a SLURM job array (submitit).")
+@click.option("--cpus-per-run", type=click.IntRange(1), metavar="N",
+              help="ray/slurm: CPUs each run asks for, and its torch threads "
+                   "(default: the config's train.threads, or 2).")
+@click.option("--gpus-per-run", type=click.FloatRange(0), metavar="N",
+              help="ray/slurm: GPUs each run asks for (default: 1 if train.device is cuda, else 0; "
+                   "Ray takes fractions).")
+@click.option("--ray-address", metavar="ADDR",
+              help="ray: the cluster (host:port or ray://host:10001); default auto: the running cluster, "
+                   "or a new local instance when there is none; local: always a new one.")
+@click.option("--partition", metavar="NAME", help="slurm: the partition.")
+@click.option("--time-min", type=click.IntRange(1), metavar="MIN",
+              help="slurm: time limit per job (default 60); a run that outlives it is requeued and resumes.")
+@click.option("--mem-gb", type=click.FloatRange(0, min_open=True), metavar="GB", help="slurm: memory per job.")
+@click.option("--sbatch", multiple=True, metavar="KEY=VALUE", callback=_key_values,
+              help="slurm: extra sbatch option, e.g. --sbatch account=myproj --sbatch qos=high (repeatable).")
+@click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,
+              help="slurm: local runs the same job array on this machine through submitit's local "
+                   "executor (no queue), to try a spec before sending it.")
+def ablate(spec: str, jobs: int | None, dry_run: bool, out: str, quiet: bool, executor: str,
+           cpus_per_run: int | None, gpus_per_run: float | None, ray_address: str | None, partition: str | None,
+           time_min: int | None, mem_gb: float | None, sbatch: dict[str, str], slurm_cluster: str) -> None:
     """Run every point of an ablation spec over its seeds, in parallel, then report.
 
-    Running the same command again skips completed runs and resumes interrupted ones.
+    Running the same command again skips completed runs and resumes interrupted ones, whatever
+    the executor. The cluster options can also sit in the spec's `cluster:` section; flags win.
 
     \b
     lrn ablate --config experiments/lrn_on_off.yaml --jobs 2
     lrn ablate --config experiments/lrn_on_off.yaml --dry-run
+    lrn ablate --config experiments/lrn_on_off.yaml --executor ray --cpus-per-run 4
+    lrn ablate --config experiments/lrn_on_off.yaml --executor slurm --partition gpu --gpus-per-run 1
     """
     from .sweep import ablate as run_sweep
 
-    outcome = run_sweep(spec, out=out, jobs=jobs, dry_run=dry_run, quiet=quiet)
+    options = {"cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "ray_address": ray_address,
+               "partition": partition, "time_min": time_min, "mem_gb": mem_gb, "sbatch": sbatch,
+               "slurm_cluster": slurm_cluster}
+    outcome = run_sweep(spec, out=out, jobs=jobs, dry_run=dry_run, quiet=quiet, executor=executor, options=options)
     if dry_run:
         rows = outcome["runs"]
-        click.echo(f"{outcome['sweep_dir']}: {len(rows)} runs, {outcome['jobs']} at a time, "
-                   f"{outcome['threads']} threads each")
+        how = (f"{outcome['jobs']} at a time, {outcome['threads']} threads each" if executor == "local"
+               else f"executor {executor}")
+        click.echo(f"{outcome['sweep_dir']}: {len(rows)} runs, {how}")
         click.echo(f"{'run':10}  {'seed':>4}  {'status':10}  point")
         for r in rows:
             click.echo(f"{r.run_id:10}  {r.seed:4}  {outcome['status'][r.run_id]:10}  {r.label}")

@@ -13,11 +13,14 @@ A spec (YAML):
                                    model.norm.size: {choice: [3, 5, 7]}}}
     variants: {no_lrn: {model.norm.type: none}}                            # named extra points
     baseline: no_lrn                                                       # for the p-values
+    cluster: {cpus_per_run: 4, gpus_per_run: 1, partition: gpu, time_min: 120, mem_gb: 16,
+              sbatch: {account: myproj}, ray_address: auto}    # for --executor ray|slurm only
 
 The points are product(grid) x zip rows x random samples, plus the variants; each point runs
 once per seed. Every run is named by the short hash of its resolved config, so points that
 resolve to the same config run once, a finished run is never redone, and an interrupted one
-resumes from its checkpoint. Each run is its own `lrn train --resume RUN_DIR` process.
+resumes from its checkpoint. Each run is its own `lrn train --resume RUN_DIR` process, started
+here, as a Ray task or as a SLURM job (executors.py).
 """
 from __future__ import annotations
 
@@ -26,17 +29,14 @@ import json
 import math
 import os
 import random as _random
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import runs
+from . import executors, runs
 from .config import Config, suggest, load_config, read_yaml, set_key
 from .errors import UserError
 
@@ -72,6 +72,18 @@ class RandomSpec(_Strict):
         return space
 
 
+class ClusterSpec(_Strict):
+    """Where the runs go when the sweep leaves this machine (`--executor ray|slurm`); flags override."""
+
+    cpus_per_run: int | None = Field(None, ge=1)
+    gpus_per_run: float | None = Field(None, ge=0)
+    partition: str | None = None
+    time_min: int | None = Field(None, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    sbatch: dict[str, str | int | float | bool] = {}
+    ray_address: str | None = None
+
+
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     base: str
@@ -82,6 +94,7 @@ class Spec(_Strict):
     random: RandomSpec | None = None
     variants: dict[str, dict[str, Any]] = {}
     baseline: str | None = None
+    cluster: ClusterSpec = ClusterSpec()
 
     @field_validator("grid")
     @classmethod
@@ -133,7 +146,8 @@ def read_spec(path: str | Path) -> tuple[Spec, Path]:
         for err in e.errors(include_url=False):
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                valid = list(Spec.model_fields) if len(err["loc"]) == 1 else list(RandomSpec.model_fields)
+                owner = {"random": RandomSpec, "cluster": ClusterSpec}.get(str(err["loc"][0]), Spec)
+                valid = list(owner.model_fields if len(err["loc"]) > 1 else Spec.model_fields)
                 msgs.append(f"unknown key '{key}'{suggest(str(err['loc'][-1]), valid)}; "
                             f"valid keys here: {', '.join(valid)}")
             else:
@@ -240,15 +254,6 @@ def status_of(run_dir: Path) -> str:
     return summary.get("status", "pending") if summary else "pending"
 
 
-def _die_with_parent() -> None:  # runs in the child: a kill -9 of the sweep takes its runs along
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class Display:
     """done/running/failed with an ETA: one live line on a terminal, a line per event otherwise."""
 
@@ -280,78 +285,58 @@ class Display:
             print(file=sys.stderr, flush=True)
 
 
-def execute(sweep_dir: Path, todo: list[Run], jobs: int, threads: int,
-            display: Display) -> tuple[dict[str, str], str | None]:
-    """Run `todo` with at most `jobs` `lrn train` processes at a time
-    -> ({run_id: final status}, the name of the signal that stopped the sweep, if one did)."""
-    pending = list(todo)
-    active: dict[str, tuple[subprocess.Popen, float, Any]] = {}
-    final: dict[str, str] = {}
-    stopping = {"signum": None}
+def prepare(sweep_dir: Path, run: Run, threads: int) -> None:
+    """The run's directory with its config, as `lrn train --resume` expects it: the `threads` CPUs
+    that the executor gives each run shared among its train.nproc processes (threads are not part
+    of the run's hash)."""
+    run_dir = sweep_dir / run.run_id
+    run_dir.mkdir(exist_ok=True)
+    per_process = max(1, threads // run.config["train"].get("nproc", 1))
+    cfg = {**run.config, "train": {**run.config["train"], "threads": per_process}}
+    runs.write_text(run_dir / runs.CONFIG, Config.model_validate(cfg).to_yaml())
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stopping["signum"] = signum
-        for proc, _, _ in active.values():
-            proc.send_signal(signal.SIGTERM)  # each run saves a checkpoint and exits
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while pending or active:
-            while pending and len(active) < jobs and stopping["signum"] is None:
-                run = pending.pop(0)
-                run_dir = sweep_dir / run.run_id
-                run_dir.mkdir(exist_ok=True)
-                cfg = {**run.config, "train": {**run.config["train"], "threads": threads}}
-                runs.write_text(run_dir / runs.CONFIG, Config.model_validate(cfg).to_yaml())
-                log = open(run_dir / "log.txt", "a")
-                proc = subprocess.Popen([sys.executable, "-m", "lrn_cli", "train", "--resume", str(run_dir)],
-                                        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-                active[run.run_id] = (proc, time.time(), log)
-                display.running = len(active)
-                display.update(f"started {run.run_id} ({run.label}, seed {run.seed})", jobs)
-            time.sleep(0.05)
-            for run_id, (proc, started, log) in list(active.items()):
-                if proc.poll() is None:
-                    continue
-                log.close()
-                del active[run_id]
-                status = status_of(sweep_dir / run_id)
-                if proc.returncode != 0 and status in ("running", "pending"):
-                    status = "failed"  # it died before it could say so
-                    summary = runs.read_json(sweep_dir / run_id / runs.SUMMARY) or {}
-                    runs.write_json(sweep_dir / run_id / runs.SUMMARY,
-                                    {**summary, "status": "failed", "error": f"exit code {proc.returncode}"})
-                final[run_id] = status
-                if status == "completed":
-                    display.done += 1
-                    display.durations.append(time.time() - started)
-                elif status != "interrupted":
-                    display.failed += 1
-                display.running = len(active)
-                where = "" if status in ("completed", "interrupted") else f"; see {sweep_dir / run_id / 'log.txt'}"
-                display.update(f"{run_id} {status}{where}", jobs)
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        display.close()
-    signum = stopping["signum"]
-    return final, signal.Signals(signum).name if signum is not None else None
+def cluster_options(spec: Spec, options: dict[str, Any]) -> dict[str, Any]:
+    """The spec's `cluster:` section, overridden by the flags that were given."""
+    return {**spec.cluster.model_dump(), **{k: v for k, v in options.items() if v not in (None, {}, ())}}
+
+
+def make_executor(name: str, sweep_dir: Path, todo: list[Run], jobs: int | None, quiet: bool,
+                  c: dict[str, Any], resources: executors.Resources) -> Any:
+    if name == "local":
+        return executors.Local(jobs or default_jobs())
+    if name == "ray":
+        return executors.Ray(sweep_dir, c["ray_address"] or "auto", resources, jobs, quiet)
+    config = todo[0].config if todo else {"train": {"threads": 0, "device": "auto"}}
+    return executors.Slurm(sweep_dir, resources, config, jobs, cluster=c.get("slurm_cluster") or "slurm")
 
 
 def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = None, dry_run: bool = False,
-           quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) the sweep of a spec into out/NAME and write its report; -> outcome."""
+           quiet: bool = False, executor: str = "local", options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweep of a spec into out/NAME and write its report; -> outcome.
+
+    executor: local (processes here, `jobs` at a time), ray or slurm (see executors.py); options:
+    the cluster flags (cpus_per_run, gpus_per_run, partition, time_min, mem_gb, sbatch,
+    ray_address, slurm_cluster), over the spec's `cluster:` section.
+    """
     spec, todo_all = plan(spec_path)
     sweep_dir = Path(out) / spec.name
-    jobs = jobs or default_jobs()
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // jobs)
+    if executor == "local":
+        jobs = jobs or default_jobs()
+        threads = max(1, (os.cpu_count() or 1) // jobs)
     if dry_run:
-        return {"sweep_dir": sweep_dir, "runs": todo_all, "dry_run": True, "jobs": jobs, "threads": threads,
+        return {"sweep_dir": sweep_dir, "runs": todo_all, "dry_run": True, "jobs": jobs,
+                "threads": threads if executor == "local" else None,
                 "status": {r.run_id: status_of(sweep_dir / r.run_id) for r in todo_all}}
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with runs.locked(sweep_dir, "this sweep directory"):
+        done = [r for r in todo_all if status_of(sweep_dir / r.run_id) == "completed"]
+        busy = [r for r in todo_all if r not in done and executors.is_busy(sweep_dir / r.run_id)]
+        todo = [r for r in todo_all if r not in done and r not in busy]
+        c = cluster_options(spec, options or {})
+        resources = executors.Resources(cpus=c["cpus_per_run"], gpus=c["gpus_per_run"], partition=c["partition"],
+                                        time_min=c["time_min"] or 60, mem_gb=c["mem_gb"], sbatch=c["sbatch"])
+        ex = make_executor(executor, sweep_dir, todo, jobs, quiet, c, resources)
         runs.write_text(sweep_dir / SPEC_FILE, Path(spec_path).read_text())
         runs.write_json(sweep_dir / SWEEP_FILE, {
             "name": spec.name, "baseline": spec.baseline, "swept": swept_keys(spec),
@@ -359,13 +344,16 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
         from .tb import write_hparams_config
 
         write_hparams_config(sweep_dir, spec, todo_all)
-        done = [r for r in todo_all if status_of(sweep_dir / r.run_id) == "completed"]
-        todo = [r for r in todo_all if r not in done]
+        for r in todo:
+            prepare(sweep_dir, r, threads if executor == "local" else resources.cpus_for(r.config))
         display = Display(len(todo_all), len(done), quiet)
         if not quiet:
-            print(f"{sweep_dir}: {len(todo_all)} runs, {len(done)} already completed, {len(todo)} to run "
-                  f"({jobs} at a time, {threads} threads each)", file=sys.stderr, flush=True)
-        final, signame = execute(sweep_dir, todo, jobs, threads, display)
+            how = f"{jobs} at a time, {threads} threads each" if executor == "local" else f"executor {executor}"
+            print(f"{sweep_dir}: {len(todo_all)} runs, {len(done)} already completed, {len(todo)} to run ({how})"
+                  + (f"; {len(busy)} still running in another process, left to it" if busy else ""),
+                  file=sys.stderr, flush=True)
+        final, signame = executors.drive(ex, sweep_dir, todo, display)
+        final.update({r.run_id: "busy" for r in busy})
         from .report import report
 
         summary = report(sweep_dir)
