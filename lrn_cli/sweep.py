@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random as _random
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -328,6 +329,7 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
         return {"sweep_dir": sweep_dir, "runs": todo_all, "dry_run": True, "jobs": jobs,
                 "threads": threads if executor == "local" else None,
                 "status": {r.run_id: status_of(sweep_dir / r.run_id) for r in todo_all}}
+    new = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with runs.locked(sweep_dir, "this sweep directory"):
         done = [r for r in todo_all if status_of(sweep_dir / r.run_id) == "completed"]
@@ -336,7 +338,12 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
         c = cluster_options(spec, options or {})
         resources = executors.Resources(cpus=c["cpus_per_run"], gpus=c["gpus_per_run"], partition=c["partition"],
                                         time_min=c["time_min"] or 60, mem_gb=c["mem_gb"], sbatch=c["sbatch"])
-        ex = make_executor(executor, sweep_dir, todo, jobs, quiet, c, resources)
+        try:
+            ex = make_executor(executor, sweep_dir, todo, jobs, quiet, c, resources)
+        except UserError:  # a missing extra or cluster, an unreachable node: leave nothing behind
+            if new:
+                shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
         runs.write_text(sweep_dir / SPEC_FILE, Path(spec_path).read_text())
         runs.write_json(sweep_dir / SWEEP_FILE, {
             "name": spec.name, "baseline": spec.baseline, "swept": swept_keys(spec),
