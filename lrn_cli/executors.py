@@ -6,14 +6,14 @@ writing into the run directory. So checkpoints, resume, metrics and the summary 
 the executor, and neither does the sweep's resume: completed runs are skipped, and an interrupted
 one continues from its checkpoint wherever it lands next.
 
-An executor is a small object: `start(run_dir, config) -> handle`, `done(handles) -> finished handles`,
+An executor is a small object: `threads_for(config)` (torch threads a run gets),
+`start(run_dir, config) -> handle`, `done(handles) -> finished handles`,
 `outcome(handle) -> Outcome`, `stop(handle)` (ask the run to checkpoint and stop) and `close()`.
 `drive()` runs a list of runs through one, with the live display and the signal handling. Ray and
 submitit are optional extras, imported only when asked for.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
@@ -88,25 +88,10 @@ def spawn(run_dir: Path, die_with_parent: bool = True) -> tuple[subprocess.Popen
     return proc, log
 
 
-def is_busy(run_dir: Path) -> bool:
-    """Whether a live `lrn train` holds the run directory (its lock), here or on another node."""
-    try:
-        fd = os.open(run_dir / ".lock", os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def wait_free(run_dir: Path, timeout: float = 120.0) -> bool:
     """Wait until no process holds the run directory (a stopped run writing its checkpoint)."""
     deadline = time.time() + timeout
-    while is_busy(run_dir):
+    while runs.is_locked(run_dir):
         if time.time() > deadline:
             return False
         time.sleep(0.1)
@@ -118,7 +103,8 @@ class TrainJob:
     and wait for it -> {"returncode", "host", "error"}.
 
     A KeyboardInterrupt (Ray's cancel, submitit's local cancel), or this process losing its parent
-    (the raylet of a killed local Ray instance), asks the run to checkpoint and stop. `checkpoint()` is submitit's hook for a job about to time out or be preempted: the run
+    (the raylet of a killed local Ray instance), asks the run to checkpoint and stop.
+    `checkpoint()` is submitit's hook for a job about to time out or be preempted: the run
     checkpoints and stops, and submitit requeues the same call, which resumes it.
     """
 
@@ -132,7 +118,7 @@ class TrainJob:
         if not (path / runs.CONFIG).exists():
             return {"returncode": None, "host": host,
                     "error": f"{path} is not visible on {host}; put the sweep on storage that every node mounts"}
-        if is_busy(path):
+        if runs.is_locked(path):
             return {"returncode": None, "host": host, "busy": True,
                     "error": "another process (a job of an earlier sweep?) is running it"}
         parent = os.getppid()
@@ -174,9 +160,14 @@ class Local:
 
     name = "local"
     batch = False
+    poll_s = 0.05  # child processes: cheap to poll
 
     def __init__(self, jobs: int) -> None:
         self.window = jobs
+        self.threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared out
+
+    def threads_for(self, config: dict[str, Any]) -> int:
+        return self.threads
 
     def start(self, run_dir: Path, config: dict[str, Any]) -> Any:
         return spawn(run_dir)
@@ -216,6 +207,7 @@ class Ray:
 
     name = "ray"
     batch = False
+    poll_s = 0.5
 
     def __init__(self, sweep_dir: Path, address: str, resources: Resources, jobs: int | None, quiet: bool) -> None:
         try:
@@ -276,6 +268,9 @@ class Ray:
         finally:
             probe.unlink(missing_ok=True)
 
+    def threads_for(self, config: dict[str, Any]) -> int:
+        return self.resources.cpus_for(config)
+
     def start(self, run_dir: Path, config: dict[str, Any]) -> Any:
         task = self.task.options(num_cpus=self.resources.cpus_for(config), num_gpus=self.resources.gpus_for(config))
         return task.remote(str(run_dir.resolve()))
@@ -322,6 +317,7 @@ class Slurm:
     """
 
     name = "slurm"
+    poll_s = 0.5  # each poll may ask SLURM (submitit caches sacct for the whole array)
 
     def __init__(self, sweep_dir: Path, resources: Resources, config: dict[str, Any], jobs: int | None,
                  cluster: str = "slurm") -> None:
@@ -341,8 +337,9 @@ class Slurm:
         gpus = resources.gpus_for(config)
         if gpus != int(gpus):
             raise UserError(f"--gpus-per-run {gpus}: SLURM takes whole GPUs per job")
+        self.cpus = resources.cpus_for(config)  # one request for the whole array
         params: dict[str, Any] = {"name": f"lrn-{sweep_dir.name}", "timeout_min": resources.time_min,
-                                  "cpus_per_task": resources.cpus_for(config), "gpus_per_node": int(gpus),
+                                  "cpus_per_task": self.cpus, "gpus_per_node": int(gpus),
                                   "tasks_per_node": 1, "nodes": 1}
         if cluster == "slurm":
             params.update(slurm_additional_parameters=dict(resources.sbatch))
@@ -354,6 +351,9 @@ class Slurm:
                 params["slurm_array_parallelism"] = jobs
         ex.update_parameters(**params)
         self.executor = ex
+
+    def threads_for(self, config: dict[str, Any]) -> int:
+        return self.cpus
 
     def start(self, run_dir: Path, config: dict[str, Any]) -> Any:
         return self.executor.submit(TrainJob(die_with_parent=False), str(run_dir.resolve()))
@@ -382,22 +382,22 @@ class Slurm:
 
 # ----------------------------------------------------------------------------- driving
 
-def settle(run_dir: Path, outcome: Outcome, stopping: bool) -> str:
+def settle(run_dir: Path, outcome: Outcome, stopping: bool) -> tuple[str, str]:
     """The run's final status once its process ended: what it wrote, or "failed" (with the error and
-    the log) when it died without saying so."""
+    the log) when it died without saying so -> (status, the log to look at)."""
+    log = outcome.log or str(run_dir / LOG)
     if outcome.busy:
-        return "busy"
+        return "busy", log
     wait_free(run_dir)  # a stopped run may still be writing its checkpoint
     summary = runs.read_json(run_dir / runs.SUMMARY) or {}
     status = summary.get("status", "pending")
     if status in ("running", "pending") and outcome.returncode != 0:
         if stopping and outcome.returncode is None:
-            return "interrupted"  # stopped before it could say so; it resumes from its last checkpoint
+            return "interrupted", log  # stopped before it could say so; it resumes from its last checkpoint
         error = outcome.error or f"exit code {outcome.returncode}"
-        runs.write_json(run_dir / runs.SUMMARY, {**summary, "status": "failed", "error": error,
-                                                 "log": outcome.log or str(run_dir / LOG)})
+        runs.write_json(run_dir / runs.SUMMARY, {**summary, "status": "failed", "error": error, "log": log})
         status = "failed"
-    return status
+    return status, summary.get("log", log)
 
 
 def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict[str, str], str | None]:
@@ -421,7 +421,7 @@ def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if getattr(ex, "batch", False) and pending:
+        if ex.batch and pending:
             for run, handle in zip(pending, ex.start_batch([sweep_dir / r.run_id for r in pending])):
                 started(run, handle)
             pending = []
@@ -433,13 +433,13 @@ def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict
                 stop["sent"] = True
                 for handle, _, _ in active.values():
                     ex.stop(handle)  # each run saves a checkpoint and exits
-            time.sleep(0.05 if ex.name == "local" else 0.5)
+            time.sleep(ex.poll_s)
             by_handle = {h: run_id for run_id, (h, _, _) in active.items()}
             for handle in ex.done(list(by_handle)):
                 run_id = by_handle[handle]
                 _, t0, run = active.pop(run_id)
                 outcome = ex.outcome(handle)
-                status = settle(sweep_dir / run_id, outcome, stop["signum"] is not None)
+                status, log = settle(sweep_dir / run_id, outcome, stop["signum"] is not None)
                 final[run_id] = status
                 if status == "completed":
                     display.done += 1
@@ -447,10 +447,8 @@ def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict
                 elif status not in ("interrupted", "busy"):
                     display.failed += 1
                 display.running = len(active)
-                summary = runs.read_json(sweep_dir / run_id / runs.SUMMARY) or {}
                 where = {"completed": "", "interrupted": "",
-                         "busy": f": {outcome.error}; it is left to that process"}.get(
-                    status, f"; see {summary.get('log') or sweep_dir / run_id / LOG}")
+                         "busy": f": {outcome.error}; it is left to that process"}.get(status, f"; see {log}")
                 display.update(f"{run_id} {status}{where}", lanes())
     finally:
         for s, handler in old.items():

@@ -81,11 +81,30 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+LOCK = ".lock"
+
+
+def is_locked(folder: Path) -> bool:
+    """Whether a live process holds `folder`'s lock (see `locked`), on this machine or another
+    that shares the filesystem."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def locked(folder: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (its `.lock` file) or fail at once with a UserError.
     The kernel drops the lock when the process dies, even by kill -9."""
-    fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -302,10 +302,14 @@ def cluster_options(spec: Spec, options: dict[str, Any]) -> dict[str, Any]:
     return {**spec.cluster.model_dump(), **{k: v for k, v in options.items() if v not in (None, {}, ())}}
 
 
-def make_executor(name: str, sweep_dir: Path, todo: list[Run], jobs: int | None, quiet: bool,
-                  c: dict[str, Any], resources: executors.Resources) -> Any:
+def make_executor(name: str, sweep_dir: Path, spec: Spec, todo: list[Run], jobs: int | None, quiet: bool,
+                  options: dict[str, Any]) -> Any:
+    """The executor, its cluster options from the spec's `cluster:` section overridden by flags."""
     if name == "local":
         return executors.Local(jobs or default_jobs())
+    c = cluster_options(spec, options)
+    resources = executors.Resources(cpus=c["cpus_per_run"], gpus=c["gpus_per_run"], partition=c["partition"],
+                                    time_min=c["time_min"] or 60, mem_gb=c["mem_gb"], sbatch=c["sbatch"])
     if name == "ray":
         return executors.Ray(sweep_dir, c["ray_address"] or "auto", resources, jobs, quiet)
     config = todo[0].config if todo else {"train": {"threads": 0, "device": "auto"}}
@@ -324,22 +328,18 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
     sweep_dir = Path(out) / spec.name
     if executor == "local":
         jobs = jobs or default_jobs()
-        threads = max(1, (os.cpu_count() or 1) // jobs)
     if dry_run:
         return {"sweep_dir": sweep_dir, "runs": todo_all, "dry_run": True, "jobs": jobs,
-                "threads": threads if executor == "local" else None,
+                "threads": executors.Local(jobs).threads if executor == "local" else None,
                 "status": {r.run_id: status_of(sweep_dir / r.run_id) for r in todo_all}}
     new = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with runs.locked(sweep_dir, "this sweep directory"):
         done = [r for r in todo_all if status_of(sweep_dir / r.run_id) == "completed"]
-        busy = [r for r in todo_all if r not in done and executors.is_busy(sweep_dir / r.run_id)]
+        busy = [r for r in todo_all if r not in done and runs.is_locked(sweep_dir / r.run_id)]
         todo = [r for r in todo_all if r not in done and r not in busy]
-        c = cluster_options(spec, options or {})
-        resources = executors.Resources(cpus=c["cpus_per_run"], gpus=c["gpus_per_run"], partition=c["partition"],
-                                        time_min=c["time_min"] or 60, mem_gb=c["mem_gb"], sbatch=c["sbatch"])
         try:
-            ex = make_executor(executor, sweep_dir, todo, jobs, quiet, c, resources)
+            ex = make_executor(executor, sweep_dir, spec, todo, jobs, quiet, options or {})
         except UserError:  # a missing extra or cluster, an unreachable node: leave nothing behind
             if new:
                 shutil.rmtree(sweep_dir, ignore_errors=True)
@@ -352,10 +352,10 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
 
         write_hparams_config(sweep_dir, spec, todo_all)
         for r in todo:
-            prepare(sweep_dir, r, threads if executor == "local" else resources.cpus_for(r.config))
+            prepare(sweep_dir, r, ex.threads_for(r.config))
         display = Display(len(todo_all), len(done), quiet)
         if not quiet:
-            how = f"{jobs} at a time, {threads} threads each" if executor == "local" else f"executor {executor}"
+            how = f"{jobs} at a time, {ex.threads} threads each" if executor == "local" else f"executor {executor}"
             print(f"{sweep_dir}: {len(todo_all)} runs, {len(done)} already completed, {len(todo)} to run ({how})"
                   + (f"; {len(busy)} still running in another process, left to it" if busy else ""),
                   file=sys.stderr, flush=True)

@@ -49,21 +49,20 @@ def same_results(a: Path, b: Path) -> None:
     assert dirs(a) == dirs(b)
 
 
+def session(sid: int) -> list[int]:
+    """The live processes of a process session (zombies waiting for their reaper left out)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
+    return [int(pid) for pid, s, stat in (line.split() for line in out.splitlines())
+            if s == str(sid) and not stat.startswith("Z")]
+
+
 def kill_session(sid: int) -> None:
-    """SIGKILL whatever is left of a process session (Ray's daemons, should they outlive the test)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, s = map(int, line.split())
-        if s == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def session_alive(sid: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "sid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.split(None, 1)[0] == str(sid)]
+    """SIGKILL whatever is left of a session (Ray's daemons, should they outlive the test)."""
+    for pid in session(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait_for(sweep: Path, planned: list, epochs: int, timeout: float = 240) -> list[str]:
@@ -123,9 +122,9 @@ def test_ray_kill_9_then_the_same_command_finishes_every_run_once_with_the_local
         os.killpg(proc.pid, signal.SIGKILL)  # the driver; Ray's daemons and the runs go with it
         proc.wait()
         deadline = time.time() + 30
-        while session_alive(proc.pid) and time.time() < deadline:
+        while session(proc.pid) and time.time() < deadline:
             time.sleep(0.2)
-        assert not session_alive(proc.pid), "Ray or a run outlived the killed driver"
+        assert not session(proc.pid), "Ray or a run outlived the killed driver"
     finally:
         kill_session(proc.pid)
     before = {k: (sweep / k / "summary.json").stat().st_mtime_ns for k in done}
