@@ -10,6 +10,7 @@ there is no compiler it returns None (with one warning) and callers use their Py
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -51,18 +52,27 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
+@functools.cache
 def _compiler() -> str | None:
+    """The C compiler, looked up once per process (so there is one warning when there is none)."""
     for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if cc and shutil.which(cc):
             return cc
+    warnings.warn("no C compiler found: LRN and the image-folder crops use their PyTorch paths, "
+                  "which are slower (install gcc or clang for the fast CPU kernels)", NativeWarning, stacklevel=4)
     return None
+
+
+@functools.cache
+def _toolchain(cc: str) -> str:
+    """What besides the source decides the binary: flags, compiler version, CPU (once per process)."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    return "\0".join([*CFLAGS, *LDFLAGS, version, _cpu_id(), platform.machine()])
 
 
 def build(cc: str, name: str) -> Path:
     source = SOURCES[name]
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), *CFLAGS, *LDFLAGS, version, _cpu_id(),
-                                    platform.machine()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source.read_text(), _toolchain(cc)]).encode()).hexdigest()[:16]
     folder = cache_dir()
     lib = folder / f"{name}-{key}.so"
     if lib.exists():
@@ -88,9 +98,6 @@ def library(name: str) -> ctypes.CDLL | None:
             return None
         cc = _compiler()
         if cc is None:
-            warnings.warn("no C compiler found: LRN and the image-folder crops use their PyTorch paths, "
-                          "which are slower (install gcc or clang for the fast CPU kernels)",
-                          NativeWarning, stacklevel=3)
             return None
         try:
             _libs[name] = ctypes.CDLL(str(build(cc, name)))

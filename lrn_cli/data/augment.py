@@ -121,16 +121,15 @@ def resize_crops(x: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Tensor, o
         if rc != 0:
             raise ValueError("resize_crops: " + ("a box lies outside its image" if rc == -1 else "index out of range"))
         return out
-    if index is not None:
-        if len(index) and (int(index.min()) < 0 or int(index.max()) >= n):
-            raise ValueError("resize_crops: index out of range")
-        x = x[index]
+    if index is not None and len(index) and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError("resize_crops: index out of range")
+    rows = index.tolist() if index is not None else range(b)  # read each crop where it lies: no gather
     with one_thread():
         out = torch.empty(b, c, out_size, out_size, dtype=x.dtype, memory_format=torch.channels_last)
-        for i, ((top, left, bh, bw), m) in enumerate(zip(boxes.tolist(), mirrored.tolist())):
+        for i, (j, (top, left, bh, bw), m) in enumerate(zip(rows, boxes.tolist(), mirrored.tolist())):
             if not (0 <= top and 0 <= left and top + bh <= h and left + bw <= w and bh > 0 and bw > 0):
                 raise ValueError("resize_crops: a box lies outside its image")
-            crop = F.interpolate(x[i:i + 1, :, top:top + bh, left:left + bw], size=(out_size, out_size),
+            crop = F.interpolate(x[j:j + 1, :, top:top + bh, left:left + bw], size=(out_size, out_size),
                                  mode="bilinear", antialias=True, align_corners=False)[0]
             out[i] = crop.flip(-1) if m else crop
     return normalize(out, *normalize_with) if normalize_with is not None else out
