@@ -19,13 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, timed
 
 
 def run(overrides: list[str], nproc: int, threads: int, out: Path, name: str) -> dict:
@@ -33,9 +31,7 @@ def run(overrides: list[str], nproc: int, threads: int, out: Path, name: str) ->
     sets = [arg for o in [*overrides, f"train.threads={threads}"] for arg in ("--set", o)]
     cmd = [sys.executable, "-m", "lrn_cli", "train", "-c", str(REPO / "configs" / "cifar10_full.yaml"), *sets,
            "--nproc", str(nproc), "--out", str(out), "--name", name, "--quiet"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    wall = timed(cmd)
     summary = json.loads((out / name / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["env"]["nproc"] == nproc, summary
     return {"images_per_s": summary["images_per_s"], "wall_s": wall, "test_acc": summary["test_acc"]}

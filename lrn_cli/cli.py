@@ -66,7 +66,7 @@ def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | 
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         --rdzv-id RUN -m lrn_cli train --config configs/cifar10_full.yaml --name RUN
     """
-    from .distributed import WorkerFailed
+    from .distributed import WorkerFailed, world
     from .engine import train as run_training
 
     if resume is None and config is None:
@@ -77,7 +77,7 @@ def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | 
     except WorkerFailed as e:  # it carries the worker's traceback; this process's adds nothing
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    if result.rank == 0:  # under torchrun, every rank returns here
+    if world().rank == 0:  # under torchrun, every rank returns here
         click.echo(result.run_dir)
     status = result.summary["status"]
     if status == "interrupted":

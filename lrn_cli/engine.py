@@ -43,7 +43,6 @@ from .perf import keep_freed_memory
 class RunResult:
     run_dir: Path
     summary: dict[str, Any]
-    rank: int = 0  # in a run on several processes: which one returned it (rank 0 wrote the run)
 
 
 class Diverged(Exception):
@@ -212,7 +211,7 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
     summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir else None
     if summary and summary.get("status") == "completed":
         Reporter(quiet or world.rank > 0).line(f"{run_dir}: already completed, nothing to do")
-        return RunResult(run_dir, summary, world.rank)
+        return RunResult(run_dir, summary)
 
     # everything that can fail because of the user happens here, before anything is written
     processes = world.size if world.joined else cfg.train.nproc
@@ -326,7 +325,7 @@ def _locate(config: Any, overrides: Any, out: Any, name: str | None, resume: Any
 
 def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch.device,
          old_summary: dict[str, Any] | None, report: Reporter,
-         world: distributed.World = distributed.World()) -> RunResult:
+         world: distributed.World) -> RunResult:
     from torch.utils.tensorboard import SummaryWriter
 
     tc = cfg.train
@@ -444,7 +443,7 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                     save_summary("interrupted", signal=halt)
                     report.line(f"{run_dir}: interrupted at epoch {epoch + 1}, step {step}; "
                                 f"continue with: lrn train --resume {run_dir}")
-                    return RunResult(run_dir, summary, world.rank)
+                    return RunResult(run_dir, summary)
 
                 # end of an epoch: evaluate, log, checkpoint
                 distributed.sync_buffers(model, world)
@@ -469,19 +468,19 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                     save_summary("interrupted", signal=halt)
                     report.line(f"{run_dir}: interrupted after epoch {epoch}; continue with: "
                                 f"lrn train --resume {run_dir}")
-                    return RunResult(run_dir, summary, world.rank)
+                    return RunResult(run_dir, summary)
     except Diverged as e:
         report.end_epoch()
         clock["wall_s"] = wall_base + time.perf_counter() - segment_start
         save_summary("diverged", error=str(e))
         report.line(f"{run_dir}: diverged: {e}")
-        return RunResult(run_dir, summary, world.rank)
+        return RunResult(run_dir, summary)
     except KeyboardInterrupt:
         report.end_epoch()
         clock["wall_s"] = wall_base + time.perf_counter() - segment_start
         save_summary("interrupted", signal="SIGINT")
         report.line(f"{run_dir}: interrupted; continue from the last checkpoint with: lrn train --resume {run_dir}")
-        return RunResult(run_dir, summary, world.rank)
+        return RunResult(run_dir, summary)
     except BaseException as e:
         report.end_epoch()
         save_summary("failed", error=f"{e.__class__.__name__}: {e}")
@@ -494,7 +493,7 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
     report.line(f"{run_dir}: completed: test acc {summary['test_acc']:.4f}, top-5 {summary['test_top5']:.4f}, "
                 f"loss {summary['test_loss']:.4f}, {summary['wall_time_s']:.0f} s, "
                 f"{summary['images_per_s']:.0f} images/s")
-    return RunResult(run_dir, summary, world.rank)
+    return RunResult(run_dir, summary)
 
 
 def train_inputs(data: Data, aug: AugmentConfig, idx: torch.Tensor, device: torch.device, mean: torch.Tensor,
@@ -523,7 +522,7 @@ def global_step_of(epoch: int, step: int, steps_per_epoch: int) -> int:
 
 def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.device, epoch: int,
                    acc: dict[str, Any], optimizer: torch.optim.Optimizer, epoch_s: float,
-                   clock: dict[str, Any], world: distributed.World = distributed.World()) -> dict[str, Any]:
+                   clock: dict[str, Any], world: distributed.World) -> dict[str, Any]:
     row: dict[str, Any] = {
         "epoch": epoch + 1,
         "lr": optimizer.param_groups[0]["lr"],
