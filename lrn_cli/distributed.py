@@ -168,7 +168,7 @@ def lock_held_by_parent(run_dir: Path) -> bool:
 
 # ----------------------------------------------------------------------------- launching
 
-def launch(nproc: int, entrypoint: Callable[..., Any], args: tuple[Any, ...], run_dir: Path) -> str | None:
+def launch(nproc: int, entrypoint: Callable[..., Any], args: tuple[Any, ...]) -> str | None:
     """Run `entrypoint(*args)` in `nproc` worker processes of this machine through torch's elastic
     launcher (a c10d rendezvous on a free localhost port, no restarts) and wait for them.
 
@@ -181,8 +181,6 @@ def launch(nproc: int, entrypoint: Callable[..., Any], args: tuple[Any, ...], ru
 
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
     saved = {s: signal.getsignal(s) for s in handled}  # the launcher installs its own and leaves them
-    old_env = os.environ.get(LOCKED_RUN_DIR)
-    os.environ[LOCKED_RUN_DIR] = str(run_dir)  # the workers inherit this environment
     try:
         with tempfile.TemporaryDirectory(prefix="lrn-launch-") as logs, _quiet_launcher():
             config = LaunchConfig(
@@ -201,10 +199,6 @@ def launch(nproc: int, entrypoint: Callable[..., Any], args: tuple[Any, ...], ru
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
-        if old_env is None:
-            os.environ.pop(LOCKED_RUN_DIR, None)
-        else:
-            os.environ[LOCKED_RUN_DIR] = old_env
 
 
 def _describe(failure: Any) -> tuple[str, str | None]:

@@ -231,15 +231,15 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
 
     if run_dir is None and world.rank == 0:
         run_dir = runs.new_run_dir(out, name or runs.default_run_name(cfg.name))
-    if processes > 1 and not world.joined:  # start the workers; each loads its own data and model
-        del data, model
-        return _launch(cfg, run_dir, processes, quiet)
-    distributed.init(world, device)
+    distributed.init(world, device)  # nothing to join outside a world of several processes
     run_dir = distributed.broadcast(run_dir, world)  # rank 0's, for every rank
     take_lock = world.rank == 0 and not distributed.lock_held_by_parent(run_dir)
     with runs.locked(run_dir, "this run directory") if take_lock else nullcontext():
         if world.rank == 0 and not (run_dir / runs.CONFIG).exists():
             runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
+        if processes > 1 and not world.joined:  # start the workers (each loads its own data and model)
+            del data, model
+            return _launch(cfg, run_dir, processes, quiet)
         result = _fit(cfg, run_dir, data, model.to(device), device, summary, Reporter(quiet or world.rank > 0), world)
     distributed.finish(world)
     return result
@@ -259,38 +259,38 @@ def check_processes(tc: TrainConfig, train_images: int, device: torch.device, pr
 
 
 def _launch(cfg: Config, run_dir: Path, nproc: int, quiet: bool) -> RunResult:
-    """The parent of a run on `nproc` processes of this machine: it holds the run directory (its
-    lock, config.yaml) while torch's elastic launcher runs `_worker` in each, and waits. Rank 0
+    """The parent of a run on `nproc` processes of this machine, called by `train` while it holds
+    the run directory (its lock, config.yaml): torch's elastic launcher runs `_worker` in each
+    process, and this waits. Rank 0
     writes the run as a single process would; this process writes only an end the workers could
     not: a worker that failed (the first, not the others that then lost a peer) or a signal that
     stopped the workers before rank 0 could write "interrupted"."""
-    with runs.locked(run_dir, "this run directory"):
-        if not (run_dir / runs.CONFIG).exists():
-            runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
-        before = runs.read_json(run_dir / runs.SUMMARY)  # a resumed run's: not an end of this launch
-        failure, signame = None, None
-        try:
-            signame = distributed.launch(nproc, _worker, (str(run_dir), quiet), run_dir)
-        except distributed.WorkerFailed as e:
-            failure = e
-        after = runs.read_json(run_dir / runs.SUMMARY)
-        summary = after or {"name": cfg.name, "config_hash": cfg.hash(), "seed": cfg.seed, "epochs": 0}
-        ended = summary.get("status") if after != before else None  # what rank 0 wrote, if it did
-        if failure and ended in (None, "running", "failed"):
-            summary.update(status="failed", error=failure.error)
-            runs.write_json(run_dir / runs.SUMMARY, summary)
-            raise failure
-        if signame and ended in (None, "running"):
-            summary.update(status="interrupted", signal=signame)
-            runs.write_json(run_dir / runs.SUMMARY, summary)
-            Reporter(quiet).line(f"{run_dir}: interrupted; continue from the last checkpoint with: "
-                                 f"lrn train --resume {run_dir}")
+    before = runs.read_json(run_dir / runs.SUMMARY)  # a resumed run's: not an end of this launch
+    failure, signame = None, None
+    try:
+        signame = distributed.launch(nproc, _worker, (str(run_dir), quiet))
+    except distributed.WorkerFailed as e:
+        failure = e
+    after = runs.read_json(run_dir / runs.SUMMARY)
+    summary = after or {"name": cfg.name, "config_hash": cfg.hash(), "seed": cfg.seed, "epochs": 0}
+    ended = summary.get("status") if after != before else None  # what rank 0 wrote, if it did
+    if failure and ended in (None, "running", "failed"):
+        summary.update(status="failed", error=failure.error)
+        runs.write_json(run_dir / runs.SUMMARY, summary)
+        raise failure
+    if signame and ended in (None, "running"):
+        summary.update(status="interrupted", signal=signame)
+        runs.write_json(run_dir / runs.SUMMARY, summary)
+        Reporter(quiet).line(f"{run_dir}: interrupted; continue from the last checkpoint with: "
+                             f"lrn train --resume {run_dir}")
     return RunResult(run_dir, summary)
 
 
 def _worker(run_dir: str, quiet: bool) -> None:
     """One rank of `_launch`'s run, in a process the elastic launcher started (RANK, WORLD_SIZE ...
-    in its environment): it resumes the run directory that the parent holds."""
+    in its environment): it resumes the run directory that the parent holds (and says so, so that
+    rank 0 does not try to take the lock)."""
+    os.environ[distributed.LOCKED_RUN_DIR] = run_dir
     result = train(resume=run_dir, quiet=quiet)
     if result.summary["status"] == "interrupted":
         # leave at once: the launcher is stopping the workers, and a worker that returns waits
