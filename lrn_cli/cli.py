@@ -261,8 +261,11 @@ def convert(source: str, target: str, params: tuple[str, ...]) -> None:
     except ValueError as e:
         raise UserError(str(e)) from None
 
+    def number(v: float) -> str:  # the shortest form that reads back as exactly v: 0.14285714285714285, 2
+        return repr(v).removesuffix(".0")
+
     def fmt(d: dict) -> str:
-        return "{" + ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in d.items()) + "}"
+        return "{" + ", ".join(f"{k}: {number(v)}" if isinstance(v, float) else f"{k}: {v}" for k, v in d.items()) + "}"
 
     click.echo(f"{source} {fmt(to_native(source, **ours))}")
     click.echo(f"= {target} {fmt(to_native(target, **result))}")

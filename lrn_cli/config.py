@@ -7,6 +7,7 @@ and what is allowed; an unknown key also gets the closest valid key as a suggest
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -18,7 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .errors import UserError
-from .lrn.conventions import CONVENTIONS, REGIONS, check_params, with_defaults
+from .lrn.conventions import CONVENTIONS, REGIONS, LRNParams, with_defaults
 
 
 class _Strict(BaseModel):
@@ -30,8 +31,8 @@ class _Strict(BaseModel):
 
 class NormConfig(_Strict):
     """What every `norm` slot of a model becomes. LRN parameters left out take the defaults of
-    the chosen convention (`lrn_cli.lrn.conventions.DEFAULTS`); their ranges are checked by
-    `lrn_cli.lrn.conventions.check_params`, the same check the layer itself makes."""
+    the chosen convention (`lrn_cli.lrn.conventions.DEFAULTS`); for type lrn they are checked
+    once, here, into `lrn` (an `LRNParams`), which the model builder hands to the layer."""
 
     type: Literal["lrn", "none", "batchnorm", "groupnorm"] = "lrn"
     size: int | None = Field(None, description="LRN window: channels (across) or n x n pixels (within)")
@@ -42,6 +43,12 @@ class NormConfig(_Strict):
     convention: Literal[CONVENTIONS] | None = "torch"  # type: ignore[valid-type]
     groups: int | None = Field(8, ge=1, description="groupnorm: number of groups")
     impl: Literal["fused", "reference"] | None = Field("fused", description="LRN implementation")
+    _lrn: LRNParams | None = None
+
+    @property
+    def lrn(self) -> LRNParams | None:
+        """The checked LRN parameters (None unless type is lrn)."""
+        return self._lrn
 
     @model_validator(mode="after")
     def _fill_and_check(self, info: ValidationInfo) -> "NormConfig":
@@ -49,8 +56,10 @@ class NormConfig(_Strict):
                                          beta=self.beta, k=self.k).items():
             setattr(self, name, value)
         if self.type == "lrn":
-            check_params(self.size, self.alpha, self.beta, self.k, self.region, self.convention,
-                         prefix=(info.context or {}).get("prefix", "model.norm."), error=UserError)
+            try:
+                self._lrn = LRNParams(self.size, self.alpha, self.beta, self.k, self.region, self.convention)
+            except ValueError as e:  # the message starts with the parameter's name
+                raise UserError(f"{(info.context or {}).get('prefix', 'model.norm.')}{e}") from None
         else:  # keys that do nothing for this type are null, so equal networks have equal configs
             for name in ("size", "alpha", "beta", "k", "region", "convention", "impl"):
                 setattr(self, name, None)
@@ -111,10 +120,20 @@ class NormSlotSpec(_Strict):
 
 
 def slot_norm(norm: NormConfig, slot: NormSlotSpec, prefix: str) -> NormConfig:
-    """The norm settings of one `norm` slot: `model.norm` with the slot's own keys on top."""
-    merged = {**norm.model_dump(), **slot.model_dump(exclude_none=True)}
+    """The norm settings of one `norm` slot: `model.norm` with the slot's own keys on top, or
+    `model.norm` itself where the slot has none."""
+    own = slot.model_dump(exclude_none=True)
+    if not own:
+        return norm
+    return _merged_norm(tuple(sorted({**norm.model_dump(), **own}.items())), prefix).model_copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _merged_norm(merged: tuple[tuple[str, Any], ...], prefix: str) -> NormConfig:
+    """A slot's NormConfig, validated once however often it is asked for (the schema checks the
+    slots of a layer list, and the model builder asks again)."""
     try:
-        return NormConfig.model_validate(merged, context={"prefix": prefix})
+        return NormConfig.model_validate(dict(merged), context={"prefix": prefix})
     except ValidationError as e:
         raise UserError(_format_errors(e, prefix=prefix)) from None
 

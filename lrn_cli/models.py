@@ -42,7 +42,7 @@ def make_norm(norm: NormConfig, channels: int, flat: bool, where: str) -> nn.Mod
     if flat:
         raise UserError(f"{where}: LRN needs feature maps (N, C, H, W), but this slot comes after "
                         "flatten; move it before flatten or use model.norm.type batchnorm")
-    return LocalResponseNorm(norm.size, norm.alpha, norm.beta, norm.k, norm.region, norm.convention, norm.impl)
+    return LocalResponseNorm(norm.lrn, impl=norm.impl)  # the parameters as the config checked them
 
 
 def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:

@@ -28,8 +28,8 @@ SOURCES = {"lrn_cpu": Path(__file__).parent / "lrn" / "kernels" / "lrn_cpu.c",
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=gnu99", "-Wall"]
 LDFLAGS = ["-shared", "-pthread", "-lmvec", "-lm"]
 
-_lock = threading.Lock()
-_libs: dict[str, ctypes.CDLL | None] = {}
+_lock = threading.Lock()  # held while a library is built: other threads wait for it
+_libs: dict[str, ctypes.CDLL | None] = {}  # an entry appears only once its library is loaded (or given up)
 
 
 class NativeWarning(UserWarning):
@@ -59,7 +59,7 @@ def _compiler() -> str | None:
         if cc and shutil.which(cc):
             return cc
     warnings.warn("no C compiler found: LRN and the image-folder crops use their PyTorch paths, "
-                  "which are slower (install gcc or clang for the fast CPU kernels)", NativeWarning, stacklevel=4)
+                  "which are slower (install gcc or clang for the fast CPU kernels)", NativeWarning, stacklevel=5)
     return None
 
 
@@ -87,22 +87,26 @@ def build(cc: str, name: str) -> Path:
 
 
 def library(name: str) -> ctypes.CDLL | None:
-    """The compiled library `name`, building it the first time; None where that is not possible."""
+    """The compiled library `name`, building it the first time; None where that is not possible.
+    A thread that asks while another builds it waits for that build and gets its library."""
     if name in _libs:
         return _libs[name]
     with _lock:
-        if name in _libs:
-            return _libs[name]
-        _libs[name] = None
-        if os.environ.get("LRN_NATIVE", "1") == "0":
-            return None
-        cc = _compiler()
-        if cc is None:
-            return None
-        try:
-            _libs[name] = ctypes.CDLL(str(build(cc, name)))
-        except (OSError, subprocess.CalledProcessError) as e:
-            detail = getattr(e, "stderr", "") or str(e)
-            warnings.warn(f"could not build the C kernels of {SOURCES[name].name} ({detail.strip()[:300]}); "
-                          "using the PyTorch path", NativeWarning, stacklevel=3)
+        if name not in _libs:
+            _libs[name] = _load(name)
         return _libs[name]
+
+
+def _load(name: str) -> ctypes.CDLL | None:
+    if os.environ.get("LRN_NATIVE", "1") == "0":
+        return None
+    cc = _compiler()
+    if cc is None:
+        return None
+    try:
+        return ctypes.CDLL(str(build(cc, name)))
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        warnings.warn(f"could not build the C kernels of {SOURCES[name].name} ({detail.strip()[:300]}); "
+                      "using the PyTorch path", NativeWarning, stacklevel=4)
+        return None

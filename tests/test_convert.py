@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 
+from lrn_cli.config import parse_yaml
 from lrn_cli.lrn import LocalResponseNorm
 from lrn_cli.lrn.conventions import (CONVENTIONS, REGIONS_OF, NoEquivalent, convert, from_native,
                                      to_native)
@@ -102,3 +103,18 @@ def test_convert_command():
     assert none.returncode == 1 and "no equivalent" in none.stderr
     bad = run_cli("convert", "torch", "onnx", "sise=4")
     assert bad.returncode == 2 and "no LRN parameter 'sise'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args, alpha", [
+    (("torch", "alexnet", "size=7", "alpha=1"), 1 / 7),                         # 6 digits printed 0.142857
+    (("caffe", "tensorflow", "local_size=3", "alpha=1e-4", "k=2"),
+     convert("caffe", "tensorflow", 3, 1e-4, 0.75, 2)["alpha"]),                # 3.33333e-05
+])
+def test_convert_prints_values_that_read_back_exactly(args, alpha):
+    res = run_cli("convert", *args)
+    assert res.returncode == 0, res.stderr
+    _, target, config_line = res.stdout.splitlines()
+    for line in (target, config_line):  # the converted layer, and the line to paste into a config
+        (printed,) = re.findall(r"alpha: ([^,}]+)", line)
+        assert parse_yaml(printed, "alpha") == alpha, line
+    assert "beta: 0.75" in target and re.search(r"(k|bias): (1|2)[,}]", target)  # integral values stay short

@@ -1,10 +1,15 @@
 """The LRN layer: every convention against a naive loop of its published formula, and torch."""
+import ast
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import lrn_cli.lrn
 import naive_lrn as naive
-from lrn_cli.lrn import LocalResponseNorm, local_response_norm
+from lrn_cli.lrn import LocalResponseNorm, LRNParams, canonical, local_response_norm
 
 
 def rand(*shape, seed=0, dtype=torch.float64):
@@ -116,3 +121,60 @@ def test_naive_loops_are_independent_of_each_other():
     assert np.allclose(a, naive.onnx_lrn(x, 3, 0.5, 0.75, 1.0))
     assert np.allclose(a, naive.caffe_across_lrn(x, 3, 0.5, 0.75, 1.0))
     assert np.allclose(a, naive.tensorflow_lrn(x, 1, 1.0, 0.5 / 3, 0.75))
+
+
+def test_lrn_params_are_checked_once_and_taken_by_the_layer_as_they_are():
+    p = LRNParams(convention="alexnet")  # None: the convention's defaults
+    assert (p.size, p.alpha, p.beta, p.k, p.region) == (5, 1e-4, 0.75, 2.0, "across")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.alpha = 1.0  # a made LRNParams stays a checked one
+    with pytest.raises(ValueError, match="size must be odd"):
+        LRNParams(4, convention="caffe")
+    assert p.canon(dims=2) == canonical(5, 1e-4, 0.75, 2.0, convention="alexnet")
+    layer = LocalResponseNorm(p, impl="reference")
+    x = rand(2, 7, 5, 6, seed=4)
+    assert layer.params is p and (layer.size, layer.alpha, layer.k, layer.convention) == (5, 1e-4, 2.0, "alexnet")
+    assert torch.equal(layer(x), LocalResponseNorm(5, 1e-4, 0.75, 2.0, convention="alexnet", impl="reference")(x))
+    with pytest.raises(TypeError, match="not both"):
+        LocalResponseNorm(p, alpha=1e-3)
+
+
+def _imports_within(package: Path, name: str) -> dict[str, set[str]]:
+    """module -> the modules of `package` (named `name`) that it imports, at any depth of its code."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        modules[".".join((name, *parts)).removesuffix(".__init__")] = path
+    graph = {}
+    for module, path in modules.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1]) if node.level else ""
+                target = ".".join(x for x in (base, node.module) if x)
+                found |= {target} | {f"{target}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        graph[module] = found & set(modules) - {module}
+    return graph
+
+
+def test_the_lrn_package_has_no_import_cycle():
+    """functional.py and kernels/fused.py used to import each other (one of the two imports
+    hidden in a function); the ops both use live in ops.py."""
+    graph = _imports_within(Path(lrn_cli.lrn.__file__).parent, "lrn_cli.lrn")
+    assert all("lrn_cli.lrn.ops" in graph[f"lrn_cli.lrn.{m}"] for m in ("functional", "kernels.fused"))
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, f"import cycle: {' -> '.join(path[path.index(module):] + [module])}"
+        if module not in done:
+            path.append(module)
+            for dep in sorted(graph[module]):
+                visit(dep)
+            path.pop()
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module)

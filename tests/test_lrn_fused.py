@@ -1,4 +1,6 @@
 """The fused LRN (C kernels and the PyTorch-ops backend) against the reference formula."""
+import contextlib
+
 import pytest
 import torch
 
@@ -154,19 +156,62 @@ def test_results_do_not_depend_on_the_thread_count():
     assert all(torch.equal(outs[0][0], y) and torch.equal(outs[0][1], g) for y, g in outs)
 
 
-def test_deterministic_mode_and_autocast():
-    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), LocalResponseNorm(5, 1e-3, 0.75, 2.0))
-    x = rand(2, 3, 9, 9, dtype=torch.float32)
+@contextlib.contextmanager
+def deterministic():
+    before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        a, b = m(x), m(x)
+        yield
     finally:
-        torch.use_deterministic_algorithms(False)
-    assert torch.equal(a, b)
+        torch.use_deterministic_algorithms(before)
+
+
+def forward_backward(layer, x, g):
+    x = x.detach().clone().requires_grad_()
+    y = layer(x)
+    (gx,) = torch.autograd.grad(y, x, g)
+    return y.detach(), gx
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_deterministic_mode_backward_runs_and_repeats_exactly(backend, region):
+    """What the CPU can check: under torch.use_deterministic_algorithms(True) the fused backward
+    runs and repeated runs give bitwise-equal gradients, for the C kernels and for the PyTorch-ops
+    backend, which is the one CUDA tensors take. torch's own LRN is deterministic on the CPU too:
+    its nondeterminism is in its CUDA backward, checked against on a GPU below."""
+    canon = canonical(5, 1e-3, 0.75, 2.0) if region == "across" else canonical(3, 1e-3, 0.75, 1.0, "within", "caffe")
+    x, g = rand(4, 16, 9, 9, dtype=torch.float32), rand(4, 16, 9, 9, seed=1, dtype=torch.float32)
+    with deterministic():
+        runs = [forward_backward(lambda t: fused(t, canon, backend), x, g) for _ in range(3)]
+    assert all(torch.equal(y, runs[0][0]) and torch.equal(gx, runs[0][1]) for y, gx in runs)
+    _, gr = forward_backward(lambda t: reference(t, canon), x.double(), g.double())
+    torch.testing.assert_close(runs[0][1].double(), gr, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: torch's LRN backward is "
+                                                          "nondeterministic only on CUDA")
+def test_on_cuda_the_fused_backward_runs_in_deterministic_mode_where_torchs_raises():
+    x = rand(4, 16, 9, 9, dtype=torch.float32).cuda()
+    g = rand(4, 16, 9, 9, seed=1, dtype=torch.float32).cuda()
+    ours = LocalResponseNorm(5, 1e-3, 0.75, 2.0)
+    with deterministic():
+        with pytest.raises(RuntimeError, match="deterministic"):  # avg_pool3d_backward_cuda
+            forward_backward(torch.nn.LocalResponseNorm(5, 1e-3, 0.75, 2.0), x, g)
+        runs = [forward_backward(ours, x, g) for _ in range(3)]
+    assert all(torch.equal(y, runs[0][0]) and torch.equal(gx, runs[0][1]) for y, gx in runs)
+    reference_layer = LocalResponseNorm(5, 1e-3, 0.75, 2.0, impl="reference")
+    _, gr = forward_backward(reference_layer, x.cpu().double(), g.cpu().double())
+    torch.testing.assert_close(runs[0][1].cpu().double(), gr, rtol=1e-4, atol=1e-4)
+
+
+def test_autocast():
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), LocalResponseNorm(5, 1e-3, 0.75, 2.0))
+    x = rand(2, 3, 9, 9, dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = m(x)
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), a, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y.float(), m(x), rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])

@@ -1,12 +1,17 @@
 """The layer-list builder and presets."""
+import sys
+
 import pytest
 import torch
 from torch import nn
 
+from lrn_cli import config
 from lrn_cli.config import load_config
 from lrn_cli.errors import UserError
-from lrn_cli.lrn import LocalResponseNorm
+from lrn_cli.lrn import LocalResponseNorm, conventions
 from lrn_cli.models import build_model, count_params
+
+from conftest import REPO
 
 
 def model_of(layers=None, norm=None, preset=None, size=32, classes=10):
@@ -76,3 +81,32 @@ def test_kaiming_init_keeps_relu_activations_at_scale():
     fan_in = conv.in_channels * 9
     assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
     assert conv.bias.abs().max().item() == 0
+
+
+def test_lrn_parameters_are_checked_once_per_parameter_set(monkeypatch):
+    """From model.norm in the YAML to the kernels, cifar10_full's parameters were checked 7 times
+    (the config, each slot, each layer, each layer's first forward); now the config checks them
+    into one LRNParams that both layers take as they are."""
+    checked = []
+    original = conventions.check_params
+
+    def counting(*args, **kwargs):
+        checked.append(kwargs)
+        return original(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):  # every lrn_cli module that holds it by name
+        if name.startswith("lrn_cli") and getattr(module, "check_params", None) is original:
+            monkeypatch.setattr(module, "check_params", counting)
+    cfg = load_config(REPO / "configs" / "cifar10_full.yaml")
+    m = build_model(cfg.model, 3, 32, 10)
+    m(torch.randn(2, 3, 32, 32))
+    lrns = [x for x in m if isinstance(x, LocalResponseNorm)]
+    assert len(checked) == 1
+    assert len(lrns) == 2 and all(x.params is cfg.model.norm.lrn for x in lrns)
+    # slots with keys of their own: once each (the schema's check and the builder share it)
+    config._merged_norm.cache_clear()
+    checked.clear()
+    layers = [{"conv": 8}, {"norm": {"size": 3}}, "norm", {"norm": {"size": 7}}, "flatten", "fc"]
+    m = build_model(load_config({"model": {"layers": layers}}).model, 3, 8, 10)
+    m(torch.randn(2, 3, 8, 8))
+    assert sorted(c["size"] for c in checked) == [3, 5, 7] and (m[1].size, m[2].size, m[3].size) == (3, 5, 7)

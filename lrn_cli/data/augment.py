@@ -116,10 +116,9 @@ def resize_crops(x: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Tensor, o
         else:
             out = torch.empty(b, c, out_size, out_size, dtype=torch.uint8)
             stats = (None, None)
-        rc = lib.random_resized_crop(src.data_ptr(), n, idx.data_ptr(), b, h, w, c, boxes.data_ptr(),
-                                     flips.data_ptr(), out.data_ptr(), out_size, *stats, torch.get_num_threads())
-        if rc != 0:
-            raise ValueError("resize_crops: " + ("a box lies outside its image" if rc == -1 else "index out of range"))
+        check_crop(lib.random_resized_crop(src.data_ptr(), n, idx.data_ptr(), b, h, w, c, boxes.data_ptr(),
+                                           flips.data_ptr(), out.data_ptr(), out_size, *stats,
+                                           torch.get_num_threads()))
         return out
     if index is not None and len(index) and (int(index.min()) < 0 or int(index.max()) >= n):
         raise ValueError("resize_crops: index out of range")
@@ -133,6 +132,18 @@ def resize_crops(x: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Tensor, o
                                  mode="bilinear", antialias=True, align_corners=False)[0]
             out[i] = crop.flip(-1) if m else crop
     return normalize(out, *normalize_with) if normalize_with is not None else out
+
+
+# augment_cpu.c's return codes: CROP_BAD_BOX, CROP_BAD_INDEX, CROP_NO_MEMORY
+_CROP_ERRORS = {-1: (ValueError, "a box lies outside its image"), -2: (ValueError, "index out of range"),
+                -3: (MemoryError, "out of memory for the scratch buffers")}
+
+
+def check_crop(rc: int) -> None:
+    """Raise what a non-zero return code of `random_resized_crop` (augment_cpu.c) means."""
+    if rc != 0:
+        error, why = _CROP_ERRORS.get(rc, (RuntimeError, f"failed with code {rc}"))
+        raise error(f"resize_crops: {why}")
 
 
 def _native():

@@ -13,6 +13,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* return codes of random_resized_crop (lrn_cli/data/augment.py reads them) */
+#define CROP_OK 0
+#define CROP_BAD_BOX (-1)
+#define CROP_BAD_INDEX (-2)
+#define CROP_NO_MEMORY (-3) /* a scratch buffer could not be allocated */
+
 typedef struct {
     const uint8_t *src;
     const int64_t *index; /* (B,): which image of src each output is cut from */
@@ -44,13 +50,14 @@ static void axis(long n_out, long start, long len, int *i0, int *i1, float *w, i
  * channel (the taps of a pixel's channels are adjacent in the source), then every output row
  * blends two of those rows, which vectorizes.
  */
-static void crop_images(const job_t *j, long b0, long b1) {
+static int crop_images(const job_t *j, long b0, long b1) {
     const long S = j->S, C = j->C, W = j->W, H = j->H;
     int *x0 = malloc(sizeof(int) * S), *x1 = malloc(sizeof(int) * S);
     int *y0 = malloc(sizeof(int) * S), *y1 = malloc(sizeof(int) * S);
     float *wx = malloc(sizeof(float) * S), *wy = malloc(sizeof(float) * S);
     float *rows = malloc(sizeof(float) * H * C * S); /* (row, channel, S) */
-    for (long b = b0; b < b1; b++) {
+    const int ok = x0 && x1 && y0 && y1 && wx && wy && rows;
+    for (long b = b0; ok && b < b1; b++) {
         const int64_t *box = j->boxes + 4 * b;
         const long top = box[0], h = box[2];
         const uint8_t *img = j->src + j->index[b] * H * W * C;
@@ -92,16 +99,18 @@ static void crop_images(const job_t *j, long b0, long b1) {
         }
     }
     free(x0); free(x1); free(y0); free(y1); free(wx); free(wy); free(rows);
+    return ok ? CROP_OK : CROP_NO_MEMORY;
 }
 
 typedef struct {
     const job_t *job;
     long b0, b1;
+    int rc;
 } slice_t;
 
 static void *run_slice(void *arg) {
     slice_t *s = (slice_t *)arg;
-    crop_images(s->job, s->b0, s->b1);
+    s->rc = crop_images(s->job, s->b0, s->b1);
     return NULL;
 }
 
@@ -111,27 +120,26 @@ int random_resized_crop(const uint8_t *src, long N, const int64_t *index, long B
     for (long b = 0; b < B; b++) {
         const int64_t *box = boxes + 4 * b;
         if (box[0] < 0 || box[1] < 0 || box[2] < 1 || box[3] < 1 || box[0] + box[2] > H || box[1] + box[3] > W)
-            return -1;
-        if (index[b] < 0 || index[b] >= N) return -2;
+            return CROP_BAD_BOX;
+        if (index[b] < 0 || index[b] >= N) return CROP_BAD_INDEX;
     }
     job_t job = {src, index, H, W, C, S, boxes, flips, out, mean, inv_std};
     if (threads > B) threads = (int)B;
     if (threads > 64) threads = 64;
-    if (threads <= 1) {
-        crop_images(&job, 0, B);
-        return 0;
-    }
+    if (threads <= 1) return crop_images(&job, 0, B);
     pthread_t tid[64];
     slice_t sl[64];
     int started[64] = {0};
     for (int t = 0; t < threads; t++) {
-        sl[t] = (slice_t){&job, B * t / threads, B * (t + 1) / threads};
+        sl[t] = (slice_t){&job, B * t / threads, B * (t + 1) / threads, CROP_OK};
         if (t > 0) started[t] = pthread_create(&tid[t], NULL, run_slice, &sl[t]) == 0;
     }
     run_slice(&sl[0]);
+    int rc = sl[0].rc;
     for (int t = 1; t < threads; t++) {
         if (started[t]) pthread_join(tid[t], NULL);
         else run_slice(&sl[t]);
+        if (rc == CROP_OK) rc = sl[t].rc;
     }
-    return 0;
+    return rc;
 }

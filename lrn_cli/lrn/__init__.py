@@ -3,7 +3,7 @@
 The conventions are plain Python (the config schema uses them without importing torch); the
 layer and the functions load torch when first asked for.
 """
-from .conventions import CONVENTIONS, REGIONS, Canon, canonical, check_params
+from .conventions import CONVENTIONS, REGIONS, Canon, LRNParams, canonical, check_params
 
 _LAZY = {"LocalResponseNorm": ".module", "local_response_norm": ".functional", "reference": ".functional"}
 
@@ -16,5 +16,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["CONVENTIONS", "REGIONS", "Canon", "LocalResponseNorm", "canonical", "check_params",
+__all__ = ["CONVENTIONS", "REGIONS", "Canon", "LRNParams", "LocalResponseNorm", "canonical", "check_params",
            "local_response_norm", "reference"]

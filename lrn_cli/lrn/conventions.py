@@ -56,33 +56,33 @@ class Canon:
         return self.lo + self.hi + 1
 
 
-def check_params(size: Any, alpha: Any, beta: Any, k: Any, region: Any, convention: Any,
-                 prefix: str = "", error: type[Exception] = ValueError) -> None:
-    """Raise `error` naming the first invalid parameter and its allowed range."""
+def check_params(size: Any, alpha: Any, beta: Any, k: Any, region: Any, convention: Any) -> None:
+    """Raise ValueError naming the first invalid parameter and its allowed range (`LRNParams`
+    calls it: a made `LRNParams` is a checked one)."""
     if convention not in CONVENTIONS:
-        raise error(f"{prefix}convention must be one of {', '.join(CONVENTIONS)} (got {convention!r})")
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)} (got {convention!r})")
     if region not in REGIONS:
-        raise error(f"{prefix}region must be one of {', '.join(REGIONS)} (got {region!r})")
+        raise ValueError(f"region must be one of {', '.join(REGIONS)} (got {region!r})")
     if region not in REGIONS_OF[convention]:
-        raise error(f"{prefix}region: convention '{convention}' has no {region}-channel LRN; "
-                    f"it has {' and '.join(REGIONS_OF[convention])}")
+        raise ValueError(f"region: convention '{convention}' has no {region}-channel LRN; "
+                         f"it has {' and '.join(REGIONS_OF[convention])}")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise error(f"{prefix}size must be an integer >= 1 (got {size!r})")
+        raise ValueError(f"size must be an integer >= 1 (got {size!r})")
     for name, value, low, strict in (("alpha", alpha, 0, False), ("beta", beta, 0, False), ("k", k, 0, True)):
         ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
               and (value > low if strict else value >= low))
         if not ok:
-            raise error(f"{prefix}{name} must be a finite number {'>' if strict else '>='} {low} (got {value!r})")
+            raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low} (got {value!r})")
     if convention in ("caffe", "tensorflow") and size % 2 == 0:
         why = "Caffe supports only odd local_size" if convention == "caffe" else \
             "TensorFlow's window is 2 * depth_radius + 1"
-        raise error(f"{prefix}size must be odd for convention '{convention}' ({why}; got {size})")
+        raise ValueError(f"size must be odd for convention '{convention}' ({why}; got {size})")
     if convention == "cudnn" and not (1 <= size <= 16 and k >= 1e-5 and beta >= 0.01):
-        raise error(f"{prefix}cuDNN's LRN needs 1 <= size <= 16, k >= 1e-5 and beta >= 0.01 "
-                    f"(CUDNN_LRN_MIN_N/MAX_N/MIN_K/MIN_BETA; got size={size}, k={k}, beta={beta})")
+        raise ValueError("cuDNN's LRN needs 1 <= size <= 16, k >= 1e-5 and beta >= 0.01 "
+                         f"(CUDNN_LRN_MIN_N/MAX_N/MIN_K/MIN_BETA; got size={size}, k={k}, beta={beta})")
     if convention == "caffe" and region == "within" and k != 1:
-        raise error(f"{prefix}k: Caffe's WITHIN_CHANNEL LRN has no k (it is always 1); "
-                    f"leave k at 1 or use convention 'cuda-convnet' (got {k!r})")
+        raise ValueError("k: Caffe's WITHIN_CHANNEL LRN has no k (it is always 1); "
+                         f"leave k at 1 or use convention 'cuda-convnet' (got {k!r})")
 
 
 def window(size: int, region: str, convention: str) -> tuple[int, int]:
@@ -107,18 +107,45 @@ def scale_factor(size: int, region: str, convention: str, dims: int = 2) -> floa
     return 1.0 if convention in ("alexnet", "tensorflow") else 1.0 / size
 
 
-def canonical(size: int, alpha: float, beta: float, k: float, region: str = "across",
-              convention: str = "torch", dims: int = 2) -> Canon:
-    """Map a convention's parameters to the canonical form; `dims` is the number of spatial dims."""
-    check_params(size, alpha, beta, k, region, convention)
-    lo, hi = window(int(size), region, convention)
-    return Canon(region, lo, hi, alpha * scale_factor(int(size), region, convention, dims), beta, k)
-
-
 def with_defaults(convention: str, **given: Any) -> dict[str, Any]:
     """Fill the parameters left as None with the convention's own defaults."""
     base = DEFAULTS.get(convention, DEFAULTS["torch"])
     return {name: base[name] if given.get(name) is None else given[name] for name in base}
+
+
+@dataclass(frozen=True)
+class LRNParams:
+    """One LRN's parameters in a convention's own meaning, checked once, when it is made.
+
+    size, alpha, beta and k left as None take the convention's defaults (`DEFAULTS`); an invalid
+    value raises ValueError naming it (`check_params`). The config (`model.norm`) makes one per
+    parameter set and the layer takes it as it is; `canon` derives what the kernels compute.
+    """
+
+    size: int = None  # type: ignore[assignment]  # None: the convention's default
+    alpha: float = None  # type: ignore[assignment]
+    beta: float = None  # type: ignore[assignment]
+    k: float = None  # type: ignore[assignment]
+    region: str = "across"
+    convention: str = "torch"
+
+    def __post_init__(self) -> None:
+        given = with_defaults(self.convention, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+        check_params(region=self.region, convention=self.convention, **given)
+        for name, value in given.items():
+            object.__setattr__(self, name, int(value) if name == "size" else float(value))
+
+    def canon(self, dims: int = 2) -> Canon:
+        """The canonical form (window and scale) for an input of `dims` spatial dimensions."""
+        lo, hi = window(self.size, self.region, self.convention)
+        return Canon(self.region, lo, hi, self.alpha * scale_factor(self.size, self.region, self.convention, dims),
+                     self.beta, self.k)
+
+
+def canonical(size: int, alpha: float, beta: float, k: float, region: str = "across",
+              convention: str = "torch", dims: int = 2) -> Canon:
+    """Map a convention's parameters to the canonical form; `dims` is the number of spatial dims."""
+    return LRNParams(size, alpha, beta, k, region, convention).canon(dims)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -163,9 +190,8 @@ def from_native(convention: str, params: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{convention} has no LRN parameter '{key}'; it has {', '.join(allowed)}")
     if convention == "tensorflow" and "size" in out:
         out["size"] = 2 * out["size"] + 1
-    p = with_defaults(convention, **out)
-    check_params(region=region, convention=convention, **p)
-    return {**p, "region": region}
+    p = LRNParams(region=region, convention=convention, **out)
+    return {"size": p.size, "alpha": p.alpha, "beta": p.beta, "k": p.k, "region": region}
 
 
 def to_native(convention: str, size: int, alpha: float, beta: float, k: float, region: str) -> dict[str, Any]:
@@ -185,7 +211,7 @@ def convert(source: str, target: str, size: int, alpha: float, beta: float, k: f
             region: str = "across") -> dict[str, Any]:
     """The (size, alpha, beta, k, region) in convention `target` that computes exactly what the
     source layer computes, or NoEquivalent saying why there is none."""
-    canon = canonical(size, alpha, beta, k, region, source)
+    canon = LRNParams(size, alpha, beta, k, region, source).canon()
     if target not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)} (got {target!r})")
     if region not in REGIONS_OF[target]:
@@ -204,10 +230,10 @@ def convert(source: str, target: str, size: int, alpha: float, beta: float, k: f
                            f"'{target}' {has}")
     errors = []
     for n in sizes:  # e.g. alexnet's n = 4 and n = 5 are the same window; take the first allowed
-        result = {"size": n, "alpha": canon.scale / scale_factor(n, region, target), "beta": beta,
+        result = {"size": n, "alpha": canon.scale / scale_factor(n, region, target), "beta": canon.beta,
                   "k": canon.k, "region": region}
         try:
-            check_params(convention=target, **result)
+            LRNParams(convention=target, **result)
             return result
         except ValueError as e:
             errors.append(str(e))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conventions import Canon, canonical, check_params, with_defaults
+from .conventions import Canon, LRNParams
 from .functional import IMPLS, apply
 
 
@@ -30,31 +30,45 @@ class LocalResponseNorm(nn.Module):
 
     Parameters left as None take the convention's defaults (torch: n=5, alpha=1e-4, beta=0.75,
     k=1; alexnet: n=5, alpha=1e-4, beta=0.75, k=2). With the defaults it computes what
-    `torch.nn.LocalResponseNorm(size, alpha, beta, k)` computes.
+    `torch.nn.LocalResponseNorm(size, alpha, beta, k)` computes. They are checked here, or
+    given already checked as one `LRNParams` in place of `size` (as the model builder does:
+    `LocalResponseNorm(params, impl=...)`); `self.params` holds them.
 
     impl: 'fused' (default: one op with an analytic backward that keeps only the input; C
     kernels on the CPU) or 'reference' (the formula in plain autograd, for checking).
     """
 
-    def __init__(self, size: int | None = None, alpha: float | None = None, beta: float | None = None,
-                 k: float | None = None, region: str = "across", convention: str = "torch",
-                 impl: str = "fused") -> None:
+    def __init__(self, size: int | LRNParams | None = None, alpha: float | None = None,
+                 beta: float | None = None, k: float | None = None, region: str = "across",
+                 convention: str = "torch", impl: str = "fused") -> None:
         super().__init__()
-        p = with_defaults(convention, size=size, alpha=alpha, beta=beta, k=k)
-        check_params(region=region, convention=convention, **p)
+        if isinstance(size, LRNParams):
+            if (alpha, beta, k, region, convention) != (None, None, None, "across", "torch"):
+                raise TypeError("LocalResponseNorm takes an LRNParams or the parameters, not both")
+            self.params = size  # checked when it was made
+        else:
+            self.params = LRNParams(size, alpha, beta, k, region, convention)
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)} (got {impl!r})")
         self.impl = impl
         self._canon: dict[int, Canon] = {}
-        self.size, self.alpha, self.beta, self.k = int(p["size"]), float(p["alpha"]), float(p["beta"]), float(p["k"])
-        self.region, self.convention = region, convention
+
+    size = property(lambda self: self.params.size)
+    alpha = property(lambda self: self.params.alpha)
+    beta = property(lambda self: self.params.beta)
+    k = property(lambda self: self.params.k)
+    region = property(lambda self: self.params.region)
+    convention = property(lambda self: self.params.convention)
+
+    def canon(self, x: torch.Tensor) -> Canon:
+        """The canonical parameters for an input like `x`, mapped once per input rank."""
+        dims = max(x.dim() - 2, 1)
+        if dims not in self._canon:
+            self._canon[dims] = self.params.canon(dims)
+        return self._canon[dims]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = max(x.dim() - 2, 1)
-        if dims not in self._canon:  # checked and mapped once per input rank, not every call
-            self._canon[dims] = canonical(self.size, self.alpha, self.beta, self.k, self.region,
-                                          self.convention, dims=dims)
-        return apply(x, self._canon[dims], self.impl)
+        return apply(x, self.canon(x), self.impl)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha:g}, beta={self.beta:g}, k={self.k:g}, "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..conventions import Canon
-from ..functional import _HALF, _check_input, box_sum, window_sum_of_squares
+from ..ops import HALF, box_sum, check_input, window_dims, window_sum_of_squares
 from . import gpu, native
 
 
@@ -73,8 +73,7 @@ def _run(x: torch.Tensor, g: torch.Tensor | None, canon: Canon, backend: str) ->
     if g is None:
         return torch.mul(x, p, out=out)
     u = g * x * p / d
-    dims = [1] if canon.region == "across" else range(2, x.dim())
-    for dim in dims:  # the transposed window
+    for dim in window_dims(x, canon):  # the transposed window
         u = box_sum(u, dim, canon.hi, canon.lo)
     return torch.sub(g * p, u.mul_(x), alpha=2 * canon.beta * canon.scale, out=out)
 
@@ -120,7 +119,7 @@ fused_forward.register_autograd(_backward, setup_context=_setup_context)
 
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
-    _check_input(x)
-    xf = x.float() if x.dtype in _HALF else x
+    check_input(x)
+    xf = x.float() if x.dtype in HALF else x
     y = fused_forward(xf, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, backend)
-    return y.to(x.dtype) if x.dtype in _HALF else y
+    return y.to(x.dtype) if x.dtype in HALF else y

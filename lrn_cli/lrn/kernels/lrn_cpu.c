@@ -19,6 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* return codes of lrn_cpu (lrn_cli/lrn/kernels/native.py reads them) */
+#define LRN_OK 0
+#define LRN_BAD_LAYOUT (-1)
+#define LRN_NO_MEMORY (-2) /* a scratch buffer could not be allocated */
+
 typedef struct {
     const void *x, *g;     /* input; upstream gradient (backward only) */
     void *out;             /* y (forward) or dx (backward) */
@@ -52,13 +57,17 @@ typedef struct {
  * one tile of `tile` pixels; rows of the tile are vectorized over pixels.
  */
 #define DEFINE_ACROSS_PLANAR(T, SUF)                                                              \
-    static void across_planar_##SUF(const job_t *j, long u0, long u1) {                          \
+    static int across_planar_##SUF(const job_t *j, long u0, long u1) {                           \
         const long C = j->C, inner = j->inner, tile = j->tile;                                   \
         const long tiles = (inner + tile - 1) / tile;                                            \
         const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;                             \
         const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
         T *d = malloc(sizeof(T) * tile), *p = malloc(sizeof(T) * tile);                          \
         T *U = j->backward ? malloc(sizeof(T) * tile * C) : NULL;                                \
+        if (!d || !p || (j->backward && !U)) {                                                   \
+            free(d); free(p); free(U);                                                           \
+            return LRN_NO_MEMORY;                                                                \
+        }                                                                                        \
         for (long u = u0; u < u1; u++) {                                                         \
             const long o = u / tiles, i0 = (u % tiles) * tile;                                   \
             const long n = (i0 + tile <= inner) ? tile : inner - i0;                             \
@@ -103,6 +112,7 @@ typedef struct {
             }                                                                                    \
         }                                                                                        \
         free(d); free(p); free(U);                                                               \
+        return LRN_OK;                                                                           \
     }
 
 /*
@@ -110,11 +120,15 @@ typedef struct {
  * pixel's channel vector; sums are vectorized over channels from a zero-padded copy.
  */
 #define DEFINE_ACROSS_PACKED(T, SUF)                                                              \
-    static void across_packed_##SUF(const job_t *j, long u0, long u1) {                          \
+    static int across_packed_##SUF(const job_t *j, long u0, long u1) {                           \
         const long C = j->C, size = j->lo + j->hi + 1, pad = C + size;                           \
         const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;                             \
         const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
         T *sq = calloc(pad, sizeof(T)), *d = malloc(sizeof(T) * C), *p = malloc(sizeof(T) * C);  \
+        if (!sq || !d || !p) {                                                                   \
+            free(sq); free(d); free(p);                                                          \
+            return LRN_NO_MEMORY;                                                                \
+        }                                                                                        \
         for (long u = u0; u < u1; u++) {                                                         \
             const T *x = (const T *)j->x + u * C;                                                \
             T *out = (T *)j->out + u * C;                                                        \
@@ -141,6 +155,7 @@ typedef struct {
             for (long c = 0; c < pad; c++) sq[c] = 0;                                            \
         }                                                                                        \
         free(sq); free(d); free(p);                                                              \
+        return LRN_OK;                                                                           \
     }
 
 /*
@@ -164,7 +179,7 @@ typedef struct {
             if (r) for (long i = a; i < b; i++) dst[i] += tmp[i + off];                          \
         }                                                                                        \
     }                                                                                            \
-    static void within_##SUF(const job_t *j, long u0, long u1) {                                 \
+    static int within_##SUF(const job_t *j, long u0, long u1) {                                  \
         const long H = j->H, W = j->W, HW = H * W;                                               \
         const long P = j->lo > j->hi ? j->lo : j->hi, Wp = W + 2 * P, Hp = H + 2 * P;            \
         const long per = Hp * Wp; /* one padded plane */                                         \
@@ -174,6 +189,10 @@ typedef struct {
         const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
         const long cap = chunk * per;                                                            \
         T *Q = calloc(cap, sizeof(T)), *S = malloc(sizeof(T) * cap), *tmp = malloc(sizeof(T) * cap); \
+        if (!Q || !S || !tmp) {                                                                  \
+            free(Q); free(S); free(tmp);                                                         \
+            return LRN_NO_MEMORY;                                                                \
+        }                                                                                        \
         for (long u = u0; u < u1; u += chunk) {                                                  \
             const long np = (u + chunk <= u1) ? chunk : u1 - u, total = np * per;                \
             const T *x = (const T *)j->x + u * HW;                                               \
@@ -214,6 +233,7 @@ typedef struct {
                 }                                                                                \
         }                                                                                        \
         free(Q); free(S); free(tmp);                                                             \
+        return LRN_OK;                                                                           \
     }
 
 DEFINE_NEGPOW(float, f32, expf, logf, sqrtf)
@@ -225,45 +245,49 @@ DEFINE_ACROSS_PACKED(double, f64)
 DEFINE_WITHIN(float, f32)
 DEFINE_WITHIN(double, f64)
 
-typedef void (*work_fn)(const job_t *, long, long);
+/* a unit range's work: LRN_OK, or LRN_NO_MEMORY before it has written anything */
+typedef int (*work_fn)(const job_t *, long, long);
 
 typedef struct {
     const job_t *job;
     work_fn fn;
     long u0, u1;
+    int rc;
 } slice_t;
 
 static void *run_slice(void *arg) {
     slice_t *s = (slice_t *)arg;
-    s->fn(s->job, s->u0, s->u1);
+    s->rc = s->fn(s->job, s->u0, s->u1);
     return NULL;
 }
 
-/* Split units [0, items) into `threads` contiguous slices; run them and wait. */
-static void run(const job_t *job, work_fn fn, int threads) {
+/* Split units [0, items) into `threads` contiguous slices; run them, wait, and return the
+   first slice's failure, if any. */
+static int run(const job_t *job, work_fn fn, int threads) {
     if (threads > job->items) threads = (int)job->items;
-    if (threads <= 1) {
-        fn(job, 0, job->items);
-        return;
-    }
+    if (threads <= 1) return fn(job, 0, job->items);
     pthread_t tid[256];
     slice_t sl[256];
     if (threads > 256) threads = 256;
     for (int t = 0; t < threads; t++) {
-        sl[t] = (slice_t){job, fn, job->items * t / threads, job->items * (t + 1) / threads};
+        sl[t] = (slice_t){job, fn, job->items * t / threads, job->items * (t + 1) / threads, LRN_OK};
         if (t > 0 && pthread_create(&tid[t], NULL, run_slice, &sl[t]) != 0) sl[t].fn = NULL;
     }
     run_slice(&sl[0]);
+    int rc = sl[0].rc;
     for (int t = 1; t < threads; t++) {
         if (sl[t].fn) pthread_join(tid[t], NULL);
-        else fn(job, sl[t].u0, sl[t].u1); /* could not start a thread: do it here */
+        else sl[t].rc = fn(job, sl[t].u0, sl[t].u1); /* could not start a thread: do it here */
+        if (rc == LRN_OK) rc = sl[t].rc;
     }
+    return rc;
 }
 
 /*
  * Entry points. layout: 0 = across planar (outer, C, inner); 1 = across packed (outer pixels,
  * C contiguous); 2 = within (outer planes of H x W). dtype: 0 = float32, 1 = float64.
- * g == NULL: forward into out; else backward (dx) into out.
+ * g == NULL: forward into out; else backward (dx) into out. Returns LRN_OK, LRN_BAD_LAYOUT, or
+ * LRN_NO_MEMORY (out is then incomplete).
  */
 int lrn_cpu(int layout, int dtype, const void *x, const void *g, void *out, long outer, long C,
             long inner, long H, long W, int lo, int hi, double scale, double k, double beta,
@@ -284,8 +308,7 @@ int lrn_cpu(int layout, int dtype, const void *x, const void *g, void *out, long
         job.items = outer;
         fn = dtype ? within_f64 : within_f32;
     } else {
-        return -1;
+        return LRN_BAD_LAYOUT;
     }
-    if (job.items > 0) run(&job, fn, threads);
-    return 0;
+    return job.items > 0 ? run(&job, fn, threads) : LRN_OK;
 }

@@ -9,6 +9,7 @@ from ... import native
 
 LAYOUT = {"planar": 0, "packed": 1, "within": 2}
 DTYPE = {torch.float32: 0, torch.float64: 1}
+NO_MEMORY = -2  # lrn_cpu.c's LRN_NO_MEMORY: a scratch buffer could not be allocated
 
 
 def load() -> ctypes.CDLL | None:
@@ -34,5 +35,7 @@ def call(layout: str, x: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor
     C, inner, H, W = (a, b, 0, 0) if layout != "within" else (0, 0, a, b)
     rc = lib.lrn_cpu(LAYOUT[layout], DTYPE[x.dtype], x.data_ptr(), g.data_ptr() if g is not None else None,
                      out.data_ptr(), outer, C, inner, H, W, lo, hi, scale, k, beta, torch.get_num_threads())
+    if rc == NO_MEMORY:
+        raise MemoryError(f"lrn_cpu: out of memory for the scratch buffers of a {layout} input of dims {dims}")
     if rc != 0:
         raise RuntimeError(f"lrn_cpu failed with code {rc}")

@@ -1,0 +1,78 @@
+"""Building and loading the C kernels (`lrn_cli.native`), and how their failures reach Python."""
+import ctypes
+import threading
+
+import pytest
+import torch
+
+from lrn_cli import native
+from lrn_cli.data import augment
+from lrn_cli.lrn.kernels import native as lrn_native
+
+# Shapes whose scratch buffers no machine can hold: 2^63 bytes and more, beyond what malloc
+# accepts (PTRDIFF_MAX). The kernels allocate before they touch any data, so these fail cleanly
+# whatever the tiny tensors passed in.
+HUGE = 2 ** 61
+needs_64bit_long = pytest.mark.skipif(ctypes.sizeof(ctypes.c_long) < 8, reason="the shapes need a 64-bit C long")
+
+
+def test_a_thread_that_asks_during_the_build_waits_for_it(monkeypatch):
+    """The library was recorded as missing (None) before its build, so a thread that asked in
+    the meantime silently took the slow PyTorch path."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.delenv("LRN_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_libs", {})  # as in a fresh process
+    building, finish = threading.Event(), threading.Event()
+    real_build = native.build
+
+    def slow_build(cc, name):
+        building.set()
+        assert finish.wait(30)
+        return real_build(cc, name)
+
+    monkeypatch.setattr(native, "build", slow_build)
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault("first", native.library("lrn_cpu")))
+    second = threading.Thread(target=lambda: got.setdefault("second", native.library("lrn_cpu")))
+    first.start()
+    assert building.wait(30)
+    second.start()  # asks while the first one builds
+    second.join(0.5)
+    assert second.is_alive() and "second" not in got  # it waits instead of answering None
+    finish.set()
+    first.join(30)
+    second.join(30)
+    assert got["first"] is not None and got["second"] is got["first"]
+
+
+@needs_64bit_long
+@pytest.mark.parametrize("layout, dims, backward", [
+    ("planar", (1, HUGE, 1), True),       # the backward's buffer of tile x C
+    ("packed", (1, HUGE, 1), False),      # the padded channel vector
+    ("within", (1, 2 ** 31, 2 ** 30), False),  # the padded planes
+])
+def test_an_allocation_failure_in_the_lrn_kernel_is_a_memory_error(layout, dims, backward):
+    if not lrn_native.available():
+        pytest.skip("no C compiler: the native kernels are not built")
+    x, out = torch.zeros(8), torch.empty(8)
+    g = torch.zeros(8) if backward else None
+    with pytest.raises(MemoryError, match="lrn_cpu: out of memory"):
+        lrn_native.call(layout, x, g, out, dims, 1, 1, 1e-4, 1.0, 0.75)
+
+
+@needs_64bit_long
+def test_an_allocation_failure_in_the_crop_kernel_is_a_memory_error():
+    lib = augment._native()
+    if lib is None:
+        pytest.skip("no C compiler: the crop kernel is not built")
+    src, out = torch.zeros(8, dtype=torch.uint8), torch.empty(8, dtype=torch.uint8)
+    index, flips = torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.uint8)
+    boxes = torch.tensor([[0, 0, 1, 1]], dtype=torch.int64)
+    # one image of HUGE x 1 pixels: its row buffer (H x C x S floats) cannot be allocated
+    rc = lib.random_resized_crop(src.data_ptr(), 1, index.data_ptr(), 1, HUGE, 1, 1, boxes.data_ptr(),
+                                 flips.data_ptr(), out.data_ptr(), 1, None, None, 1)
+    with pytest.raises(MemoryError, match="resize_crops: out of memory"):
+        augment.check_crop(rc)
+    with pytest.raises(ValueError, match="a box lies outside its image"):
+        augment.check_crop(-1)
