@@ -213,7 +213,7 @@ class Ray:
         try:
             import ray
         except ImportError:
-            raise UserError('--executor ray needs Ray; install it with: pip install "lrn[ray]"') from None
+            raise UserError('--executor ray needs Ray; install it with: pip install "lrn-runner[ray]"') from None
         self.ray = ray
         self.resources = resources
         self.window = jobs or 1_000_000  # Ray's scheduler queues what does not fit
@@ -324,7 +324,8 @@ class Slurm:
         try:
             import submitit
         except ImportError:
-            raise UserError('--executor slurm needs submitit; install it with: pip install "lrn[slurm]"') from None
+            raise UserError('--executor slurm needs submitit; install it with: '
+                            'pip install "lrn-runner[slurm]"') from None
         if cluster == "slurm" and shutil.which("sbatch") is None:
             raise UserError("--executor slurm: no sbatch on this machine; run lrn ablate on a SLURM login node "
                             "(or try the array here with --slurm-cluster local)")

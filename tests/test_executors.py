@@ -289,7 +289,7 @@ def test_a_missing_extra_names_the_install_command(tmp_path, module, extra):
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f'error: --executor {executor} needs {module.capitalize() if module == "ray" else module}; '
-        f'install it with: pip install "lrn[{extra}]"']
+        f'install it with: pip install "lrn-runner[{extra}]"']
     assert not (tmp_path / "out" / "s").exists()
 
 
