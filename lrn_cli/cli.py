@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, runs
 from .errors import UserError
 from .executors import EXECUTORS
+from .layout import RESULTS_MD
 
 SET_HELP = "Override a config key: dotted KEY, YAML VALUE (repeatable), e.g. --set train.epochs=5."
 
@@ -148,16 +149,15 @@ def ablate(spec: str, jobs: int | None, dry_run: bool, out: str, quiet: bool, ex
         rows = outcome["runs"]
         how = (f"{outcome['jobs']} at a time, {outcome['threads']} threads each" if executor == "local"
                else f"executor {executor}")
-        click.echo(f"{outcome['sweep_dir']}: {len(rows)} runs, {how}")
-        click.echo(f"{'run':10}  {'seed':>4}  {'status':10}  point")
-        for r in rows:
-            click.echo(f"{r.run_id:10}  {r.seed:4}  {outcome['status'][r.run_id]:10}  {r.label}")
+        width = max([len(r.dir) for r in rows] + [3])
+        lines = [f"{outcome['sweep_dir']}: {len(rows)} runs, {how}", f"{'run':{width}}  {'status':11}  point"]
+        lines += [f"{r.dir:{width}}  {outcome['status'][r.run_id]:11}  {r.label}, seed {r.seed}" for r in rows]
+        click.echo("\n".join(lines))
         return
-    click.echo(outcome["sweep_dir"] / "results.md")
-    if outcome["signal"]:
-        sys.exit(143 if outcome["signal"] == "SIGTERM" else 130)
-    if any(status == "failed" for status in outcome["final"].values()):
-        sys.exit(1)
+    click.echo(outcome["sweep_dir"] / RESULTS_MD)
+    if not quiet or outcome["exit_code"]:
+        click.echo(outcome["conclusion"], err=True)
+    sys.exit(outcome["exit_code"])
 
 
 @main.command()
@@ -167,7 +167,7 @@ def report(sweep_dir: str) -> None:
     from .report import report as make_report
 
     outcome = make_report(sweep_dir)
-    click.echo((Path(sweep_dir) / "results.md").read_text(), nl=False)
+    click.echo((Path(sweep_dir) / RESULTS_MD).read_text(), nl=False)
     if outcome["completed"] < outcome["rows"]:
         click.echo(f"({outcome['rows'] - outcome['completed']} of {outcome['rows']} runs not completed)", err=True)
 
@@ -182,7 +182,7 @@ def board(logdir: str, port: int) -> None:
     if not Path(logdir).is_dir():
         raise UserError(f"{logdir}: no such folder; give a run or sweep directory")
     click.echo(f"TensorBoard on http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
-    serve(Path(logdir), port)
+    sys.exit(serve(Path(logdir), port))
 
 
 @main.group("config")

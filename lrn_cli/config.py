@@ -286,6 +286,9 @@ class ModelConfig(_Strict):
         return self
 
 
+ONECYCLE_WARMUP = 0.25
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -332,19 +335,72 @@ class Config(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
-    def hash(self, n: int = 10, seed: bool = True) -> str:
-        """Short hash of what the run computes: equal configs share it, seed included (unless
-        seed=False: the hash of the config that a group of seeds shares). `train.threads`,
-        `train.device`, `train.nproc` and `data.cache` say how to run, not what, and are left out
-        (train.nproc splits the same global batch, so the gradients are the same sums)."""
+    def identity(self, seed: bool = True) -> dict[str, Any]:
+        """What the trained network depends on, as a mapping: the resolved config without how the
+        run is executed (`RUN_ONLY`), without `eval.*` (evaluating a network differently does not
+        make it another network), without keys added to the schema since runs were first named
+        (`ADDED_KEYS`) while they are at their default, and without the seed if seed=False."""
         d = self.to_dict()
-        for key in ("threads", "device", "nproc"):
-            d["train"].pop(key)
-        d["data"].pop("cache")
+        d.pop("eval")
+        for dotted in RUN_ONLY:
+            _pop(d, dotted)
+        for dotted, default in ADDED_KEYS.items():
+            if _get(d, dotted) == default:
+                _pop(d, dotted)
         if not seed:
             d.pop("seed")
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:n]
+        return d
+
+    def hash(self, n: int = 10, seed: bool = True) -> str:
+        """Short hash of `identity()`: the run's identity. Equal networks share it, seed included
+        (unless seed=False: the hash that a group of seeds shares)."""
+        return _digest(self.identity(seed), n)
+
+    def legacy_hash(self, n: int = 10, seed: bool = True) -> str | None:
+        """The hash that named this config's run directory before `identity()` existed (the whole
+        resolved config, eval.batch_size included, but for RUN_ONLY): how sweeps made then find
+        their runs. None where that code could not have made this config."""
+        d = self.to_dict()
+        d["eval"] = {"batch_size": d["eval"]["batch_size"]}
+        if d["train"]["schedule"] == "onecycle":  # that code read warmup 0 as 0.25 and had no 0
+            if d["train"]["warmup"] == 0:
+                return None
+            if d["train"]["warmup"] == ONECYCLE_WARMUP:
+                d["train"]["warmup"] = 0.0
+        for dotted in RUN_ONLY:
+            _pop(d, dotted)
+        for dotted, default in ADDED_KEYS.items():
+            if _get(d, dotted) != default:
+                return None
+            _pop(d, dotted)
+        if not seed:
+            d.pop("seed")
+        return _digest(d, n)
+
+
+# how to run, not what: train.nproc splits the same global batch, so the gradients are the same sums
+RUN_ONLY = ("train.threads", "train.device", "train.nproc", "data.cache")
+# keys added after run directories were first named by hash, with their defaults; a key at its
+# default is left out of the identity, so that adding a key renames no run made before it
+ADDED_KEYS: dict[str, Any] = {}
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _pop(d: dict[str, Any], dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        d = d[part]
+    d.pop(last, None)
+
+
+def _digest(d: dict[str, Any], n: int) -> str:
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
 # ----------------------------------------------------------------------------- YAML

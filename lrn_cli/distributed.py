@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .perf import usable_cores
+
 # `lrn train --nproc N` holds the run directory's lock in the parent for the whole run; it names
 # the directory here so that its workers (whose rank 0 would otherwise take the lock) do not try
 LOCKED_RUN_DIR = "LRN_LOCKED_RUN_DIR"
@@ -74,8 +76,7 @@ def threads(configured: int, w: World) -> int:
     node's cores shared out (0: torch's default, which counts all cores for every process)."""
     if configured or w.size == 1:
         return configured
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // w.local_size)
+    return max(1, usable_cores() // w.local_size)
 
 
 def device_of(device: torch.device, w: World) -> torch.device:

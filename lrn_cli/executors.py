@@ -28,9 +28,12 @@ from typing import Any, Callable
 
 from . import runs
 from .errors import UserError
+from .perf import usable_cores
+from .runs import Status
 
 LOG = "log.txt"  # each run's `lrn train` output, appended by every attempt
 EXECUTORS = ("local", "ray", "slurm")
+BUSY = "busy"  # a run not started: another live process holds its directory
 
 
 @dataclass
@@ -65,18 +68,23 @@ def train_command(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "lrn_cli", "train", "--resume", str(run_dir)]
 
 
+def end_with_parent() -> None:
+    """In a child process before exec: be killed when the parent dies, even by kill -9 (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _child_setup(die_with_parent: bool) -> Callable[[], None]:
     def setup() -> None:  # runs in the child, before exec
         # SLURM signals every process of a job ahead of its time limit (submitit's --signal=USR2):
         # the job's wrapper answers it (checkpoint, requeue); the default action would kill the run
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         if die_with_parent:  # a kill -9 of the sweep (or the Ray worker) takes its runs along
-            try:
-                import ctypes
-
-                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-            except (OSError, AttributeError):
-                pass
+            end_with_parent()
     return setup
 
 
@@ -164,7 +172,7 @@ class Local:
 
     def __init__(self, jobs: int) -> None:
         self.window = jobs
-        self.threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared out
+        self.threads = max(1, usable_cores() // jobs)  # the cores shared out
 
     def threads_for(self, config: dict[str, Any]) -> int:
         return self.threads
@@ -388,17 +396,16 @@ def settle(run_dir: Path, outcome: Outcome, stopping: bool) -> tuple[str, str]:
     the log) when it died without saying so -> (status, the log to look at)."""
     log = outcome.log or str(run_dir / LOG)
     if outcome.busy:
-        return "busy", log
+        return BUSY, log
     wait_free(run_dir)  # a stopped run may still be writing its checkpoint
     summary = runs.read_json(run_dir / runs.SUMMARY) or {}
-    status = summary.get("status", "pending")
-    if status in ("running", "pending") and outcome.returncode != 0:
+    status = summary.get("status", Status.PENDING)
+    if status in (Status.RUNNING, Status.PENDING) and outcome.returncode != 0:
         if stopping and outcome.returncode is None:
-            return "interrupted", log  # stopped before it could say so; it resumes from its last checkpoint
+            return Status.INTERRUPTED, log  # stopped before it could say so; it resumes from its last checkpoint
         error = outcome.error or f"exit code {outcome.returncode}"
-        runs.write_json(run_dir / runs.SUMMARY, {**summary, "status": "failed", "error": error, "log": log})
-        status = "failed"
-    return status, summary.get("log", log)
+        runs.write_json(run_dir / runs.SUMMARY, {**summary, "status": Status.FAILED, "error": error, "log": log})
+    return runs.run_status(run_dir), summary.get("log", log)
 
 
 def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict[str, str], str | None]:
@@ -418,18 +425,18 @@ def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict
     def started(run: Any, handle: Any) -> None:
         active[run.run_id] = (handle, time.time(), run)
         display.running = len(active)
-        display.update(f"started {run.run_id} ({run.label}, seed {run.seed})", lanes())
+        display.update(f"started {run.dir} ({run.label}, seed {run.seed})", lanes())
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if ex.batch and pending:
-            for run, handle in zip(pending, ex.start_batch([sweep_dir / r.run_id for r in pending])):
+            for run, handle in zip(pending, ex.start_batch([sweep_dir / r.dir for r in pending])):
                 started(run, handle)
             pending = []
-        while pending or active:
+        while active or (pending and stop["signum"] is None):  # once stopped, start nothing more
             while pending and len(active) < ex.window and stop["signum"] is None:
                 run = pending.pop(0)
-                started(run, ex.start(sweep_dir / run.run_id, run.config))
+                started(run, ex.start(sweep_dir / run.dir, run.config))
             if stop["signum"] is not None and not stop["sent"]:
                 stop["sent"] = True
                 for handle, _, _ in active.values():
@@ -440,17 +447,17 @@ def drive(ex: Any, sweep_dir: Path, todo: list[Any], display: Any) -> tuple[dict
                 run_id = by_handle[handle]
                 _, t0, run = active.pop(run_id)
                 outcome = ex.outcome(handle)
-                status, log = settle(sweep_dir / run_id, outcome, stop["signum"] is not None)
+                status, log = settle(sweep_dir / run.dir, outcome, stop["signum"] is not None)
                 final[run_id] = status
-                if status == "completed":
+                if status == Status.COMPLETED:
                     display.done += 1
                     display.durations.append(time.time() - t0)
-                elif status not in ("interrupted", "busy"):
+                elif status not in (Status.INTERRUPTED, BUSY):
                     display.failed += 1
                 display.running = len(active)
-                where = {"completed": "", "interrupted": "",
-                         "busy": f": {outcome.error}; it is left to that process"}.get(status, f"; see {log}")
-                display.update(f"{run_id} {status}{where}", lanes())
+                where = {Status.COMPLETED: "", Status.INTERRUPTED: "",
+                         BUSY: f": {outcome.error}; it is left to that process"}.get(status, f"; see {log}")
+                display.update(f"{run.dir} {status}{where}", lanes())
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -36,3 +36,11 @@ def keep_freed_memory() -> bool:
 def applied() -> bool:
     """Whether `keep_freed_memory` is in effect in this process."""
     return bool(_done)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which SLURM, taskset and a container's
+    cpuset narrow, rather than every core of the machine (`os.cpu_count()`)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1

@@ -11,6 +11,7 @@ import csv
 import datetime as _dt
 import io
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,11 @@ from typing import Any
 
 from . import runs
 from .errors import UserError
+from .layout import PLOTS, RESULTS_CSV, RESULTS_MD, SWEEP_FILE, describe
+from .runs import Status
+from .tb import get_key, run_hparams, write_run_hparams
 
+MISSING = "missing"  # a run's status in the report while it has no summary (not started, or lost)
 METRIC_KEYS = ("test_acc", "test_top5", "test_loss", "val_acc", "wall_time_s", "images_per_s", "epochs")
 
 
@@ -33,11 +38,11 @@ class Group:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def values(self, key: str) -> list[float]:
-        return [r[key] for r in self.rows if r["status"] == "completed" and r.get(key) is not None]
+        return [r[key] for r in self.rows if r["status"] == Status.COMPLETED and r.get(key) is not None]
 
     @property
     def n_done(self) -> int:
-        return sum(r["status"] == "completed" for r in self.rows)
+        return sum(r["status"] == Status.COMPLETED for r in self.rows)
 
 
 def stats(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, float | None]:
@@ -61,20 +66,26 @@ def stats(values: list[float], bounds: tuple[float, float] | None = None) -> dic
 
 
 def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Welch's t-test p-value (unequal variances); None with fewer than 2 per side."""
+    """Two-sided Welch's t-test p-value (unequal variances); None with fewer than 2 per side; NaN
+    when neither side varies (every seed the same value): t is then d / 0 or 0 / 0, and no
+    p-value follows from it, whether the two values differ or not."""
     from scipy import stats as st
 
     if len(a) < 2 or len(b) < 2:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:
-        return 1.0 if a[0] == b[0] else 0.0
-    return float(st.ttest_ind(a, b, equal_var=False).pvalue)
+        return math.nan
+    with warnings.catch_warnings():  # one side constant: scipy warns of precision loss, the test stands
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        return float(st.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def holm(pvalues: dict[str, float]) -> dict[str, float]:
-    """Holm's step-down adjustment of several p-values (controls the family-wise error rate)."""
-    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
-    m, running, out = len(ordered), 0.0, {}
+    """Holm's step-down adjustment of several p-values (controls the family-wise error rate);
+    undefined ones (NaN) are no test, stay NaN and do not count in the family."""
+    out = {key: p for key, p in pvalues.items() if math.isnan(p)}
+    ordered = sorted(((k, p) for k, p in pvalues.items() if not math.isnan(p)), key=lambda kv: kv[1])
+    m, running = len(ordered), 0.0
     for i, (key, p) in enumerate(ordered):
         running = max(running, min(1.0, (m - i) * p))
         out[key] = running
@@ -82,19 +93,20 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
 
 
 def load(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[Group]]:
-    from .sweep import SWEEP_FILE
-
     plan = runs.read_json(Path(sweep_dir) / SWEEP_FILE)
     if plan is None:
         raise UserError(f"{sweep_dir}: not a sweep directory (no {SWEEP_FILE}); give the folder "
                         "`lrn ablate` made (OUT/NAME)")
     rows, groups = [], {}
     for run in plan["runs"]:
-        run_dir = Path(sweep_dir) / run["run_id"]
-        summary = runs.read_json(run_dir / runs.SUMMARY) or {}
-        row = {"run_id": run["run_id"], "group": run["group"], "label": run["label"], "seed": run["seed"],
-               "status": summary.get("status", "missing"),
-               **{k: summary.get(k) for k in METRIC_KEYS}}
+        name = run.get("dir") or run["run_id"]  # sweeps made before readable names: the bare hash
+        run_dir = Path(sweep_dir) / name
+        summary = runs.read_summary(run_dir)
+        status = MISSING if summary["status"] == Status.PENDING else summary["status"]
+        row = {"run_id": run["run_id"], "dir": name, "group": run["group"], "label": run["label"],
+               "seed": run["seed"], "status": status, **{k: summary.get(k) for k in METRIC_KEYS},
+               # the HParams session group of its seeds, by what they are and their shared hash
+               "trial": f"{describe(run['point'], run['label'] if run['variant'] else None)}-{run['group']}"}
         row["curve"] = runs.read_jsonl(run_dir / runs.METRICS)
         row["config"] = run["config"]
         rows.append(row)
@@ -104,24 +116,21 @@ def load(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[Gr
 
 def report(sweep_dir: str | Path) -> dict[str, Any]:
     """Write results.csv, results.md, plots/ and the HParams sessions; -> the table as dicts."""
-    from .tb import get_key, run_hparams, write_run_hparams
-
     sweep_dir = Path(sweep_dir)
     plan, rows, groups = load(sweep_dir)
     swept = plan["swept"]
     for r in rows:
-        if (sweep_dir / r["run_id"]).exists():
-            write_run_hparams(sweep_dir / r["run_id"], run_hparams(r["config"], swept), r["group"],
-                              r["status"] if r["status"] != "missing" else "pending")
+        if (sweep_dir / r["dir"]).exists():
+            write_run_hparams(sweep_dir / r["dir"], run_hparams(r["config"], swept), r["trial"], r["status"])
 
     # results.csv: one row per run
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["run_id", "label", *swept, "seed", "status", *METRIC_KEYS])
+    w.writerow(["run_id", "run_dir", "label", *swept, "seed", "status", *METRIC_KEYS])
     for r in rows:
-        w.writerow([r["run_id"], r["label"], *[get_key(r["config"], k) for k in swept], r["seed"], r["status"],
-                    *[r[k] for k in METRIC_KEYS]])
-    runs.write_text(sweep_dir / "results.csv", buf.getvalue())
+        w.writerow([r["run_id"], r["dir"], r["label"], *[get_key(r["config"], k) for k in swept], r["seed"],
+                    r["status"], *[r[k] for k in METRIC_KEYS]])
+    runs.write_text(sweep_dir / RESULTS_CSV, buf.getvalue())
 
     # one row per config
     baseline = next((g for g in groups if g.label == plan.get("baseline")), None)
@@ -141,10 +150,10 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     best = max(means, key=lambda e: e["test_acc"]["mean"]) if means else None
     for e in table:
         e["best"] = e is best
-    runs.write_text(sweep_dir / "results.md", _markdown(plan, table, rows, baseline))
+    runs.write_text(sweep_dir / RESULTS_MD, _markdown(plan, table, rows, baseline))
     _plots(sweep_dir, plan, table, groups, baseline)
-    return {"table": table, "rows": len(rows), "completed": sum(r["status"] == "completed" for r in rows),
-            "failed": sum(r["status"] in ("failed", "diverged") for r in rows)}
+    return {"table": table, "rows": len(rows), "completed": sum(r["status"] == Status.COMPLETED for r in rows),
+            "failed": sum(r["status"] in runs.FAILURES for r in rows)}
 
 
 def short(label: str) -> str:
@@ -163,14 +172,19 @@ def _ci(s: dict[str, Any]) -> str:
     return "—" if s["lo"] is None else f"[{100 * s['lo']:.2f}, {100 * s['hi']:.2f}]"
 
 
+ZERO_VARIANCE = "n/a (zero variance)"
+
+
 def _p(p: float | None) -> str:
     if p is None:
         return "—"
+    if math.isnan(p):
+        return ZERO_VARIANCE
     return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
 
 
 def _markdown(plan: dict[str, Any], table: list[dict[str, Any]], rows: list[dict[str, Any]], baseline: Any) -> str:
-    done = sum(r["status"] == "completed" for r in rows)
+    done = sum(r["status"] == Status.COMPLETED for r in rows)
     lines = [f"# Sweep `{plan['name']}`", "",
              f"{done} of {len(rows)} runs completed; generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
              "Accuracies in %, mean ± sample std over seeds; 95% CI of the mean (Student t); "
@@ -189,10 +203,14 @@ def _markdown(plan: dict[str, Any], table: list[dict[str, Any]], rows: list[dict
         wall = "—" if w is None else f"{w:.0f}" if w >= 10 else f"{w:.1f}"
         lines.append(f"| {name} | {n} | {_pct(e['test_acc'])} | {_ci(e['test_acc'])} | {_pct(e['test_top5'])} | "
                      f"{loss} | {wall} | {_p(e['p'])} | {_p(e['p_holm'])} |")
-    missing = [r for r in rows if r["status"] != "completed"]
+    if any(e["p"] is not None and math.isnan(e["p"]) for e in table):
+        lines += ["", f"{ZERO_VARIANCE}: the config's seeds all gave one test top-1 and the baseline's "
+                  "seeds all gave one too, so Welch's t-test is undefined (its t divides by a zero "
+                  "standard error); more test images or seeds let the seeds differ."]
+    missing = [r for r in rows if r["status"] != Status.COMPLETED]
     if missing:
         lines += ["", "Not completed (not in the statistics):", ""]
-        lines += [f"- `{r['run_id']}` {short(r['label'])}, seed {r['seed']}: {r['status']}" for r in missing]
+        lines += [f"- `{r['dir']}` {short(r['label'])}, seed {r['seed']}: {r['status']}" for r in missing]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +227,7 @@ def _plots(sweep_dir: Path, plan: dict[str, Any], table: list[dict[str, Any]], g
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = sweep_dir / "plots"
+    out = sweep_dir / PLOTS
     out.mkdir(exist_ok=True)
     by_group = {e["group"]: e for e in table}
     swept = plan["swept"]
@@ -294,7 +312,7 @@ def _plots(sweep_dir: Path, plan: dict[str, Any], table: list[dict[str, Any]], g
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         drawn = False
         for i, g in enumerate(groups):
-            curves = [[row[metric] for row in r["curve"]] for r in g.rows if r["status"] == "completed"]
+            curves = [[row[metric] for row in r["curve"]] for r in g.rows if r["status"] == Status.COMPLETED]
             if not curves:
                 continue
             length = min(len(c) for c in curves)

@@ -14,7 +14,9 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -84,37 +86,113 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 LOCK = ".lock"
 
 
+def _flock(path: Path, exclusive: bool, wait: bool) -> int | None:
+    """An open descriptor of `path` that holds its flock (exclusive: the file is created if
+    missing; shared: FileNotFoundError if it is), or None when, without `wait`, another process
+    holds a conflicting lock. The kernel drops the lock when its holder dies, even by kill -9,
+    and NFS/Lustre extend it to every machine that mounts the file."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextmanager
+def flock(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the file `path` (created if missing) for the with-block -> True;
+    with wait=False, -> False at once (holding nothing) when another process holds it."""
+    fd = _flock(Path(path), exclusive=True, wait=wait)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def is_locked(folder: Path) -> bool:
     """Whether a live process holds `folder`'s lock (see `locked`), on this machine or another
-    that shares the filesystem."""
+    that shares the filesystem. A shared lock probes it: reading needs no write access."""
     try:
-        fd = os.open(Path(folder) / LOCK, os.O_RDWR)
+        fd = _flock(Path(folder) / LOCK, exclusive=False, wait=False)
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
+    if fd is None:
         return True
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return False
 
 
 @contextmanager
 def locked(folder: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (its `.lock` file) or fail at once with a UserError.
-    The kernel drops the lock when the process dies, even by kill -9."""
-    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    A few retries over 0.2 s let a reader's `is_locked` probe (microseconds) pass."""
+    for _ in range(10):
+        with flock(Path(folder) / LOCK, wait=False) as held:
+            if held:
+                yield
+                return
+        time.sleep(0.02)
+    raise UserError(f"{folder}: {what} is in use by another lrn process; wait for it to finish "
+                    "or stop it first")
+
+
+# ----------------------------------------------------------------------------- status
+
+class Status(str, Enum):
+    """A run's status, as `summary.json` records it and as readers take it (`run_status`)."""
+
+    PENDING = "pending"          # no summary: not started
+    RUNNING = "running"          # a live process holds the run directory
+    COMPLETED = "completed"
+    FAILED = "failed"            # an error (the summary says which, and where the log is)
+    DIVERGED = "diverged"        # the loss became NaN or infinite
+    INTERRUPTED = "interrupted"  # stopped before the end (Ctrl-C, SIGTERM, a crash); resumes from its checkpoint
+
+    def __str__(self) -> str:  # "completed", in messages and JSON alike
+        return self.value
+
+    __hash__ = str.__hash__  # a key of a dict or set that raw strings find too
+
+
+FAILURES = (Status.FAILED, Status.DIVERGED)  # ended without a result: exit code 1
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def exit_code(status: str, signal: str | None = None) -> int:
+    """The exit code of a command whose run (or sweep) ended in `status`: 0 completed; 130 or 143
+    interrupted by SIGINT or SIGTERM (`signal`, its name; SIGINT when not known); 1 otherwise
+    (failed, diverged)."""
+    if status == Status.COMPLETED:
+        return 0
+    if status == Status.INTERRUPTED:
+        return SIGNAL_EXIT.get(signal or "SIGINT", 130)
+    return 1
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run directory's summary.json ({} if none) with its effective `status` (a Status), the one
+    every reader goes by: `running` only while a live process holds the run directory's lock. A
+    `running` summary without one is `interrupted`: its process crashed, was killed, or could not
+    write its end (a full disk), and the run resumes from its last checkpoint."""
+    summary = read_json(Path(run_dir) / SUMMARY) or {}
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError(f"{folder}: {what} is in use by another lrn process; wait for it to finish "
-                        "or stop it first") from None
-    try:
-        yield
-    finally:
-        os.close(fd)
+        status = Status(summary.get("status", Status.PENDING))
+    except ValueError:  # not written by lrn
+        status = Status.FAILED
+    if status in (Status.RUNNING, Status.PENDING):
+        status = Status.RUNNING if is_locked(run_dir) else (Status.INTERRUPTED if summary else Status.PENDING)
+    return {**summary, "status": status}
+
+
+def run_status(run_dir: Path) -> Status:
+    """The effective status of a run directory (see `read_summary`)."""
+    return read_summary(run_dir)["status"]
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:

@@ -17,38 +17,38 @@ A spec (YAML):
               sbatch: {account: myproj}, ray_address: auto}    # for --executor ray|slurm only
 
 The points are product(grid) x zip rows x random samples, plus the variants; each point runs
-once per seed. Every run is named by the short hash of its resolved config, so points that
+once per seed. A run's identity is the short hash of its resolved config, so points that
 resolve to the same config run once, a finished run is never redone, and an interrupted one
-resumes from its checkpoint. Each run is its own `lrn train --resume RUN_DIR` process, started
-here, as a Ray task or as a SLURM job (executors.py).
+resumes from its checkpoint; its directory is named after what it is, its seed and that hash
+(`size3_alpha0.0001-s1-10bee16e25`, layout.py). Each run is its own `lrn train --resume RUN_DIR`
+process, started here, as a Ray task or as a SLURM job (executors.py).
 """
 from __future__ import annotations
 
 import itertools
 import json
 import math
-import os
 import random as _random
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import executors, runs
-from .config import Config, suggest, load_config, read_yaml, set_key
+from . import executors, layout, runs
+from .config import Config, read_yaml, set_key, suggest, validate
 from .errors import UserError
-
-SWEEP_FILE = "sweep.json"  # the expanded run table: what `lrn report` reads
-SPEC_FILE = "spec.yaml"
+from .layout import SPEC_FILE, SWEEP_FILE
+from .perf import usable_cores
 
 
 # ----------------------------------------------------------------------------- the spec
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict, as the config is: "1" is not a seed, nor is 2.0
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RandomSpec(_Strict):
@@ -89,7 +89,7 @@ class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     base: str
     set: dict[str, Any] = {}
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     grid: dict[str, list[Any]] = {}
     zip: dict[str, list[Any]] = {}
     random: RandomSpec | None = None
@@ -128,13 +128,15 @@ class Spec(_Strict):
 class Run:
     """One run of the sweep: a point of the spec at one seed."""
 
-    run_id: str            # hash of the resolved config (seed included): the run directory's name
+    run_id: str            # hash of the resolved config (seed included): the run's identity
     group: str             # hash without the seed: the seeds of one config share it
     label: str             # the point, readably: "model.norm.size=3 model.norm.alpha=1e-4" or a variant
     point: dict[str, Any]  # the swept keys and their values
     variant: bool          # a named variant rather than a point of the grid
     seed: int
     config: dict[str, Any] = field(repr=False)
+    dir: str = ""          # the run directory's name in the sweep (layout.run_name, or `legacy`)
+    legacy: str | None = None  # the bare hash that named it before readable names (Config.legacy_hash)
 
 
 def read_spec(path: str | Path) -> tuple[Spec, Path]:
@@ -209,19 +211,26 @@ def expand(spec: Spec, spec_path: Path) -> list[Run]:
     base = (spec_path.parent / spec.base).resolve()
     if not base.exists():
         raise UserError(f"{spec_path}: base: no such file {base} (the path is relative to the spec)")
+    base_raw = json.dumps(read_yaml(base))  # read once: a copy of it for each point
     runs_by_id: dict[str, Run] = {}
+    first = spec.seeds[0]
     for label, point, variant in points(spec):
-        for seed in spec.seeds:
-            overrides = {**spec.set, **point, "seed": seed}
-            raw = read_yaml(base)
-            for key, value in overrides.items():
-                set_key(raw, key, value)
-            try:
-                cfg = load_config(raw)
-            except UserError as e:
-                raise UserError(f"{spec_path}: point '{label}' (seed {seed}): {e}") from None
-            run = Run(cfg.hash(), cfg.hash(seed=False), label, point, variant, seed, cfg.to_dict())
-            runs_by_id.setdefault(run.run_id, run)  # the same config twice runs once
+        raw = json.loads(base_raw)
+        for key, value in {**spec.set, **point, "seed": first}.items():
+            set_key(raw, key, value)
+        try:
+            point_cfg = validate(raw)
+        except UserError as e:
+            raise UserError(f"{spec_path}: point '{label}' (seed {first}): {e}") from None
+        group, what = point_cfg.hash(seed=False), layout.describe(point, label if variant else None)
+        for seed in spec.seeds:  # the seeds (ints >= 0, as the spec checked) change nothing else
+            cfg = point_cfg.model_copy(update={"seed": seed})
+            run_id = cfg.hash()
+            if run_id in runs_by_id:  # the same config twice runs once
+                continue
+            runs_by_id[run_id] = Run(run_id, group, label, point, variant, seed, cfg.to_dict(),
+                                     layout.run_name(what, seed, run_id),
+                                     cfg.legacy_hash())
     if spec.baseline is not None and spec.baseline not in {r.label for r in runs_by_id.values()}:
         labels = sorted({r.label for r in runs_by_id.values()})
         raise UserError(f"{spec_path}: baseline '{spec.baseline}' is not a point of the sweep; "
@@ -245,14 +254,8 @@ def swept_keys(spec: Spec) -> list[str]:
 # ----------------------------------------------------------------------------- running
 
 def default_jobs(cores: int | None = None) -> int:
-    """Half the cores, one run per two threads: small CNNs use two threads well on the CPU."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // 2)
-
-
-def status_of(run_dir: Path) -> str:
-    summary = runs.read_json(run_dir / runs.SUMMARY)
-    return summary.get("status", "pending") if summary else "pending"
+    """Half the usable cores, one run per two threads: small CNNs use two threads well on the CPU."""
+    return max(1, (cores or usable_cores()) // 2)
 
 
 class Display:
@@ -290,7 +293,7 @@ def prepare(sweep_dir: Path, run: Run, threads: int) -> None:
     """The run's directory with its config, as `lrn train --resume` expects it: the `threads` CPUs
     that the executor gives each run shared among its train.nproc processes (threads are not part
     of the run's hash)."""
-    run_dir = sweep_dir / run.run_id
+    run_dir = sweep_dir / run.dir
     run_dir.mkdir(exist_ok=True)
     per_process = max(1, threads // run.config["train"].get("nproc", 1))
     cfg = {**run.config, "train": {**run.config["train"], "threads": per_process}}
@@ -316,9 +319,30 @@ def make_executor(name: str, sweep_dir: Path, spec: Spec, todo: list[Run], jobs:
     return executors.Slurm(sweep_dir, resources, config, jobs, cluster=c.get("slurm_cluster") or "slurm")
 
 
+def conclusion(statuses: list[str], signame: str | None, signals: list[str | None]) -> tuple[int, str]:
+    """The sweep's exit code and last line, from every run's status after it (`busy`: left to
+    another process) and the signal that stopped it: 130/143 when a signal stopped the sweep; 1
+    when a run failed or diverged; 130/143 when a run was interrupted on its own (`signals`: the
+    signals that stopped them); else 0."""
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+    total, done = len(statuses), counts.get(runs.Status.COMPLETED, 0)
+    rest = ", ".join(f"{n} {'still running in another process' if s == executors.BUSY else s}"
+                     for s, n in counts.items() if s != runs.Status.COMPLETED)
+    if signame:
+        return (runs.exit_code(runs.Status.INTERRUPTED, signame),
+                f"sweep interrupted by {signame}: {done} of {total} runs completed; the same command resumes it")
+    if any(s in runs.FAILURES for s in statuses):
+        return 1, f"sweep not completed: {done} of {total} runs completed, {rest} (exit code 1)"
+    if runs.Status.INTERRUPTED in counts:
+        return (runs.exit_code(runs.Status.INTERRUPTED, next(filter(None, signals), None)),
+                f"sweep not completed: {done} of {total} runs completed, {rest}; the same command resumes it")
+    return 0, f"all {total} runs completed" if done == total else f"{done} of {total} runs completed, {rest}"
+
+
 def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = None, dry_run: bool = False,
            quiet: bool = False, executor: str = "local", options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) the sweep of a spec into out/NAME and write its report; -> outcome.
+    """Run (or resume) the sweep of a spec into out/NAME and write its report; -> outcome, with
+    the command's `exit_code` and its last line (`conclusion`).
 
     executor: local (processes here, `jobs` at a time), ray or slurm (see executors.py); options:
     the cluster flags (cpus_per_run, gpus_per_run, partition, time_min, mem_gb, sbatch,
@@ -326,18 +350,23 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
     """
     spec, todo_all = plan(spec_path)
     sweep_dir = Path(out) / spec.name
+    for r in todo_all:  # the readable name, or the bare hash of a sweep made before those
+        r.dir = layout.locate(sweep_dir, r.dir, r.legacy)
     if executor == "local":
         jobs = jobs or default_jobs()
     if dry_run:
         return {"sweep_dir": sweep_dir, "runs": todo_all, "dry_run": True, "jobs": jobs,
                 "threads": executors.Local(jobs).threads if executor == "local" else None,
-                "status": {r.run_id: status_of(sweep_dir / r.run_id) for r in todo_all}}
+                "status": {r.run_id: runs.run_status(sweep_dir / r.dir) for r in todo_all}, "exit_code": 0}
     new = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with runs.locked(sweep_dir, "this sweep directory"):
-        done = [r for r in todo_all if status_of(sweep_dir / r.run_id) == "completed"]
-        busy = [r for r in todo_all if r not in done and runs.is_locked(sweep_dir / r.run_id)]
-        todo = [r for r in todo_all if r not in done and r not in busy]
+        status = {r.run_id: runs.run_status(sweep_dir / r.dir) for r in todo_all}
+        done = [r for r in todo_all if status[r.run_id] == runs.Status.COMPLETED]
+        busy = [r for r in todo_all  # held by a live process (a job of an earlier driver)
+                if status[r.run_id] != runs.Status.COMPLETED and runs.is_locked(sweep_dir / r.dir)]
+        skip = {r.run_id for r in done + busy}
+        todo = [r for r in todo_all if r.run_id not in skip]
         try:
             ex = make_executor(executor, sweep_dir, spec, todo, jobs, quiet, options or {})
         except UserError:  # a missing extra or cluster, an unreachable node: leave nothing behind
@@ -348,9 +377,9 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
         runs.write_json(sweep_dir / SWEEP_FILE, {
             "name": spec.name, "baseline": spec.baseline, "swept": swept_keys(spec),
             "runs": [asdict(r) for r in todo_all]})
-        from .tb import write_hparams_config
+        from .tb import write_hparams_config  # TensorBoard's protos and scipy: not for --dry-run
 
-        write_hparams_config(sweep_dir, spec, todo_all)
+        write_hparams_config(sweep_dir, swept_keys(spec), [r.config for r in todo_all])
         for r in todo:
             prepare(sweep_dir, r, ex.threads_for(r.config))
         display = Display(len(todo_all), len(done), quiet)
@@ -360,8 +389,13 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
                   + (f"; {len(busy)} still running in another process, left to it" if busy else ""),
                   file=sys.stderr, flush=True)
         final, signame = executors.drive(ex, sweep_dir, todo, display)
-        final.update({r.run_id: "busy" for r in busy})
+        final.update({r.run_id: executors.BUSY for r in busy})
         from .report import report
 
         summary = report(sweep_dir)
-    return {"sweep_dir": sweep_dir, "runs": todo_all, "final": final, "report": summary, "signal": signame}
+    statuses = [final.get(r.run_id, status[r.run_id]) for r in todo_all]  # not started: as it was
+    signals = [runs.read_summary(sweep_dir / r.dir).get("signal") for r in todo_all
+               if final.get(r.run_id) == runs.Status.INTERRUPTED]
+    code, last = conclusion(statuses, signame, signals)
+    return {"sweep_dir": sweep_dir, "runs": todo_all, "final": final, "report": summary, "signal": signame,
+            "exit_code": code, "conclusion": last}

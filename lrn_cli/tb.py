@@ -9,6 +9,9 @@ duplicates anything. The run's own scalars (test/acc ...) are the metric values.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +20,14 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-CONFIG_FILE = "events.out.tfevents.0.lrn-hparams-config"
-RUN_FILE = "events.out.tfevents.0.lrn-hparams"
+from .executors import end_with_parent
+from .layout import HPARAMS_CONFIG as CONFIG_FILE, HPARAMS_RUN as RUN_FILE
+from .runs import SIGNAL_EXIT, Status, atomic_write
+
 METRICS = [("test/acc", "test accuracy"), ("test/top5", "test top-5"), ("test/loss", "test loss"),
            ("train/loss", "train loss"), ("val/acc", "validation accuracy")]
-STATUS = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE,
-          "diverged": api_pb2.STATUS_FAILURE, "running": api_pb2.STATUS_RUNNING,
-          "interrupted": api_pb2.STATUS_UNKNOWN, "pending": api_pb2.STATUS_UNKNOWN}
+STATUS = {Status.COMPLETED: api_pb2.STATUS_SUCCESS, Status.FAILED: api_pb2.STATUS_FAILURE,
+          Status.DIVERGED: api_pb2.STATUS_FAILURE, Status.RUNNING: api_pb2.STATUS_RUNNING}  # else unknown
 
 
 def _write_events(path: Path, summaries: list[summary_pb2.Summary]) -> None:
@@ -38,8 +42,6 @@ def _write_events(path: Path, summaries: list[summary_pb2.Summary]) -> None:
         w.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
         for s in summaries:
             w.write(event_pb2.Event(wall_time=now, step=0, summary=s).SerializeToString())
-
-    from .runs import atomic_write
 
     atomic_write(path, write, mode="wb")
 
@@ -68,14 +70,12 @@ def run_hparams(config: dict[str, Any], keys: list[str]) -> dict[str, bool | flo
     return {k: hparam_value(get_key(config, k)) for k in keys if get_key(config, k) is not None}
 
 
-def write_hparams_config(sweep_dir: Path, spec: Any, runs: list[Any]) -> None:
-    """The experiment at the sweep root: one HParam per swept key, with the values it takes."""
-    from .sweep import swept_keys
-
+def write_hparams_config(sweep_dir: Path, keys: list[str], configs: list[dict[str, Any]]) -> None:
+    """The experiment at the sweep root: one HParam per swept key, with the values that the runs'
+    configs give it."""
     hparams = []
-    for key in swept_keys(spec):
-        values = sorted({hparam_value(get_key(r.config, key)) for r in runs if get_key(r.config, key) is not None},
-                        key=str)
+    for key in keys:
+        values = sorted({hparam_value(get_key(c, key)) for c in configs if get_key(c, key) is not None}, key=str)
         kinds = {type(v) for v in values}
         domain = hp.Discrete(values) if len(kinds) == 1 and values else None
         hparams.append(hp.HParam(key, domain))
@@ -96,11 +96,37 @@ def write_run_hparams(run_dir: Path, hparams: dict[str, Any], trial_id: str, sta
     _write_events(Path(run_dir) / RUN_FILE, [start, end])
 
 
-def board(logdir: Path, port: int) -> None:
-    """Serve TensorBoard on 127.0.0.1:port until Ctrl-C."""
+def board(logdir: Path, port: int, grace_s: float = 10.0) -> int:
+    """Serve TensorBoard on 127.0.0.1:port until it exits, or Ctrl-C or SIGTERM stops this process
+    -> the exit code (130/143 when stopped). TensorBoard is a child process that goes with this
+    one: SIGTERM is passed on to it (SIGKILL after `grace_s`), and it dies with this process even
+    on kill -9."""
     exe = shutil.which("tensorboard")
-    import subprocess
-    import sys
-
     cmd = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
-    subprocess.run([*cmd, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)], check=False)
+    stopped: list[str] = []
+    old = {s: signal.signal(s, lambda signum, frame: stopped.append(signal.Signals(signum).name))
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc = subprocess.Popen([*cmd, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+                                preexec_fn=end_with_parent)
+        deadline = None
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if stopped and deadline is None:
+                    proc.send_signal(signal.SIGTERM)  # TensorBoard serves until SIGINT or SIGTERM
+                    deadline = time.time() + grace_s
+                elif deadline is not None and time.time() > deadline:
+                    proc.kill()
+        finally:
+            if proc.poll() is None:  # an exception here: leave nothing behind
+                proc.kill()
+                proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return SIGNAL_EXIT[stopped[0]] if stopped else code

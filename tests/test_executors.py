@@ -69,7 +69,7 @@ def wait_for(sweep: Path, planned: list, epochs: int, timeout: float = 240) -> l
     """Until one run has completed and another has a checkpoint mid-way -> the completed ones."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        statuses = {r.run_id: runs.read_json(sweep / r.run_id / "summary.json") for r in planned}
+        statuses = {r.dir: runs.read_json(sweep / r.dir / "summary.json") for r in planned}
         done = [k for k, s in statuses.items() if s and s["status"] == "completed"]
         partial = [k for k, s in statuses.items() if s and s["status"] == "running" and 1 <= s["epochs"] <= epochs // 3]
         if done and partial:
@@ -80,9 +80,9 @@ def wait_for(sweep: Path, planned: list, epochs: int, timeout: float = 240) -> l
 
 def every_run_completed_once(sweep: Path, planned: list, epochs: int) -> None:
     for r in planned:
-        s = runs.read_json(sweep / r.run_id / "summary.json")
+        s = runs.read_json(sweep / r.dir / "summary.json")
         assert s["status"] == "completed" and s["epochs"] == epochs, (r.run_id, s)
-        assert [m["epoch"] for m in runs.read_jsonl(sweep / r.run_id / "metrics.jsonl")] == list(range(1, epochs + 1))
+        assert [m["epoch"] for m in runs.read_jsonl(sweep / r.dir / "metrics.jsonl")] == list(range(1, epochs + 1))
     rows = results(sweep)
     assert all(rows[r.run_id]["status"] == "completed" for r in planned)
 
@@ -91,14 +91,14 @@ def test_a_run_held_by_a_live_process_is_left_to_it_and_not_marked_failed(tmp_pa
     """What a SLURM job still running from an earlier, killed driver looks like to a new one."""
     path = write_spec(tmp_path, seeds=[0, 1], set={"train.epochs": 1})
     _, planned = plan(path)
-    held = tmp_path / "out" / "s" / planned[0].run_id
+    held = tmp_path / "out" / "s" / planned[0].dir
     held.mkdir(parents=True)
     with runs.locked(held, "the run"):
         res = run_cli("ablate", "--config", str(path), "--out", str(tmp_path / "out"), "--jobs", "1")
     assert res.returncode == 0, res.stderr
     assert "1 still running in another process, left to it" in res.stderr
     assert not (held / "summary.json").exists()  # untouched
-    assert runs.read_json(tmp_path / "out" / "s" / planned[1].run_id / "summary.json")["status"] == "completed"
+    assert runs.read_json(tmp_path / "out" / "s" / planned[1].dir / "summary.json")["status"] == "completed"
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -135,7 +135,7 @@ def test_ray_kill_9_then_the_same_command_finishes_every_run_once_with_the_local
     for k in done:  # finished runs were not run again
         assert (sweep / k / "summary.json").stat().st_mtime_ns == before[k]
     every_run_completed_once(sweep, planned, 9)
-    assert any("resuming at epoch" in (sweep / r.run_id / "log.txt").read_text() for r in planned)
+    assert any("resuming at epoch" in (sweep / r.dir / "log.txt").read_text() for r in planned)
 
     res = run_cli("ablate", "--config", str(path), "--out", str(tmp_path / "local"), "--jobs", "2", timeout=600)
     assert res.returncode == 0, res.stderr  # 2 jobs on 2 cores: 1 thread per run, as --cpus-per-run 1
@@ -156,7 +156,7 @@ def test_ray_sigterm_stops_runs_at_a_checkpoint_they_resume_and_a_failed_run_is_
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # a run under way
-            s = [runs.read_json(sweep / r.run_id / "summary.json") for r in ok]
+            s = [runs.read_json(sweep / r.dir / "summary.json") for r in ok]
             if any(x and x["status"] == "running" and 1 <= x["epochs"] < 5 for x in s):
                 break
             time.sleep(0.1)
@@ -165,7 +165,7 @@ def test_ray_sigterm_stops_runs_at_a_checkpoint_they_resume_and_a_failed_run_is_
     finally:
         kill_session(proc.pid)
     assert proc.returncode == 143, err
-    statuses = {r.run_id: runs.read_json(sweep / r.run_id / "summary.json") for r in ok}
+    statuses = {r.dir: runs.read_json(sweep / r.dir / "summary.json") for r in ok}
     assert "interrupted" in {s["status"] for s in statuses.values() if s}, statuses
     assert all((sweep / k / "checkpoint.pt").exists() for k, s in statuses.items() if s and s["status"] == "interrupted")
     res = run_cli("ablate", "--config", str(path), "--out", str(tmp_path / "out"), *RAY, timeout=600)
@@ -173,7 +173,7 @@ def test_ray_sigterm_stops_runs_at_a_checkpoint_they_resume_and_a_failed_run_is_
     every_run_completed_once(sweep, ok, 6)
     for r in planned:
         if r.label == "crashes":
-            s = runs.read_json(sweep / r.run_id / "summary.json")
+            s = runs.read_json(sweep / r.dir / "summary.json")
             assert s["status"] == "failed" and "does not fit" in Path(s["log"]).read_text()
     assert "failed; see" in res.stderr
 

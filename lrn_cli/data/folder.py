@@ -21,7 +21,6 @@ skipped and reported, never fatal.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -39,6 +38,7 @@ import torch
 from PIL import Image
 
 from .. import runs
+from ..perf import usable_cores
 from ..errors import UserError
 from .cifar import DataWarning
 
@@ -220,8 +220,7 @@ def decode_chunk(task: tuple[list[str], int]) -> tuple[np.ndarray, list[int]]:
 
 
 def worker_count(n: int) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, n // MIN_PER_WORKER))
+    return max(1, min(usable_cores(), n // MIN_PER_WORKER))
 
 
 def ordered_map(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int) -> Iterator[Any]:
@@ -292,12 +291,8 @@ def build_lock(folder: Path) -> Iterator[None]:
     """Wait for the cache folder's exclusive lock: runs that need the same array (a sweep's jobs)
     build it once, the others wait and then read it; builds of different arrays take turns, as
     each uses every core anyway. The kernel drops the lock if its holder dies."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with runs.flock(folder / ".lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def read_entry(folder: Path, key: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None:
