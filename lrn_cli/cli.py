@@ -80,11 +80,7 @@ def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | 
         sys.exit(1)
     if world().rank == 0:  # under torchrun, every rank returns here
         click.echo(result.run_dir)
-    status = result.summary["status"]
-    if status == "interrupted":
-        sys.exit(143 if result.summary.get("signal") == "SIGTERM" else 130)
-    if status != "completed":
-        sys.exit(1)
+    sys.exit(runs.exit_code(result.summary["status"], result.summary.get("signal")))
 
 
 def _key_values(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, str]:

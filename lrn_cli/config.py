@@ -300,8 +300,8 @@ class TrainConfig(_Strict):
     schedule: Literal["constant", "multistep", "cosine", "onecycle"] = "cosine"
     milestones: list[float] = Field([0.5, 0.75], description="multistep: fractions of training")
     gamma: float = Field(0.1, gt=0, le=1, description="multistep: factor at each milestone")
-    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of training spent warming up "
-                                                        "(onecycle: the rising part, default 0.25)")
+    warmup: float | None = Field(None, ge=0, lt=1, description="fraction of training spent warming up "
+                                 f"(default: {ONECYCLE_WARMUP} for onecycle, its rising part; 0 otherwise)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     threads: int = Field(0, ge=0, description="torch threads per process (0: torch's default; with "
                                                 "nproc > 1: the cores shared out)")
@@ -315,6 +315,12 @@ class TrainConfig(_Strict):
         if any(not 0 < m < 1 for m in v) or v != sorted(v):
             raise ValueError("must be increasing fractions of training, each in (0, 1)")
         return v
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "TrainConfig":
+        if self.warmup is None:
+            self.warmup = ONECYCLE_WARMUP if self.schedule == "onecycle" else 0.0
+        return self
 
 
 class EvalConfig(_Strict):
@@ -434,7 +440,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: cannot read it ({e.__class__.__name__})") from None
     raw = parse_yaml(text, str(path))
     if raw is None:
-        return {}
+        raise UserError(f"{path}: the file is empty; a config is a YAML mapping of keys (name, data, "
+                        "model, train ...), e.g. copy configs/synthetic.yaml")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a config is a YAML mapping of keys (name, data, model, train ...)")
     return raw
@@ -484,6 +491,23 @@ def load_config(source: str | Path | dict[str, Any] | Config | None = None,
     for assignment in overrides:
         apply_set(raw, assignment)
     return validate(raw, where=str(source) if isinstance(source, (str, Path)) else None)
+
+
+# summary.json's `config_version`: 2 since the config's identity left out eval.* and onecycle's
+# warmup 0 came to mean no warmup. A run directory without it was written by the code before.
+CONFIG_VERSION = 2
+
+
+def load_run_config(run_dir: str | Path, summary: dict[str, Any] | None = None) -> Config:
+    """The config stored in a run directory, read as the code that wrote it meant it: in a run
+    from before CONFIG_VERSION 2, `train.warmup: 0` under onecycle trained with 0.25."""
+    path = Path(run_dir) / "config.yaml"
+    raw = read_yaml(path)
+    if summary is not None and "config_version" not in summary:
+        train = raw.get("train")
+        if isinstance(train, dict) and train.get("schedule") == "onecycle" and train.get("warmup") == 0:
+            train["warmup"] = ONECYCLE_WARMUP
+    return validate(raw, where=str(path))
 
 
 def validate(raw: dict[str, Any], where: str | None = None) -> Config:

@@ -1,8 +1,12 @@
 """Training and evaluation: `train()` runs one config end to end into a run directory.
 
-Read top to bottom: open the run (validate, load data, build the model: every user error is found
-here, before anything is written), then the loop (per epoch: shuffle, augment, step; evaluate;
-log; checkpoint). Every random draw of a step comes from a seed derived from (seed, epoch, step),
+Read top to bottom, in the shape of torchvision's classification reference: `train` opens the
+run (validate, load data, build the model, read the checkpoint: every user error is found here,
+before anything is written); `_fit` is the loop (per epoch: `train_one_epoch`, `evaluate`, then
+the `Recorder` logs and checkpoints), with one way out that records the run's status. `RunState`
+is where the run is, and converts to and from the checkpoint; the `Recorder` owns everything the
+run writes (summary, metrics, checkpoint, TensorBoard) and writes nothing on ranks > 0.
+Every random draw of a step comes from a seed derived from (seed, epoch, step),
 so a run resumed from any checkpoint, even one taken mid-epoch, repeats an uninterrupted run
 bit for bit on the CPU.
 
@@ -14,6 +18,7 @@ process none of that calls a collective (see `distributed.py`).
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -31,12 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed, runs
-from .config import AugmentConfig, Config, TrainConfig, load_config
+from .config import CONFIG_VERSION, AugmentConfig, Config, TrainConfig, load_config, load_run_config
 from .data import Data, DataWarning, Split, load_data
 from .data.augment import crop_flip, normalize
 from .errors import UserError
 from .models import build_model, count_params
 from .perf import keep_freed_memory
+from .runs import Status
 
 
 @dataclass
@@ -60,18 +66,19 @@ RANK_SEED_STRIDE = 1_000_000_007  # ranks > 0 draw their dropout masks from step
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
-    """The learning-rate schedule: the multiplier of train.lr at optimizer step `step` of `total`."""
-    t = step / max(total, 1)
-    warm = 0.25 if cfg.schedule == "onecycle" and cfg.warmup == 0 else cfg.warmup
-    if t < warm:
-        rise = t / warm
+    """The learning-rate schedule: the multiplier of train.lr at optimizer step `step` (from 0) of
+    `total`. A warmup over the first train.warmup of the steps rises linearly (onecycle: half a
+    cosine) from 1/warmup_steps of the peak at the first step to the peak at its last; then the
+    schedule: constant, multistep, or half a cosine down to 0 over the remaining steps."""
+    warm = round(cfg.warmup * total)
+    if step < warm:
+        rise = (step + 1) / warm
         return 0.5 - 0.5 * math.cos(math.pi * rise) if cfg.schedule == "onecycle" else rise
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "multistep":
-        return cfg.gamma ** sum(t >= m for m in cfg.milestones)
-    # cosine and onecycle: half a cosine from 1 down to 0 over the rest of training
-    rest = (t - warm) / (1 - warm)
+        return cfg.gamma ** sum(step / max(total, 1) >= m for m in cfg.milestones)
+    rest = (step - warm) / max(total - warm, 1)  # cosine and onecycle
     return 0.5 + 0.5 * math.cos(math.pi * min(rest, 1.0))
 
 
@@ -209,7 +216,7 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
     if nproc is not None:
         cfg = load_config(cfg, [f"train.nproc={nproc}"])
     summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir else None
-    if summary and summary.get("status") == "completed":
+    if summary and summary.get("status") == Status.COMPLETED:
         Reporter(quiet or world.rank > 0).line(f"{run_dir}: already completed, nothing to do")
         return RunResult(run_dir, summary)
 
@@ -228,6 +235,7 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
     check_processes(cfg.train, len(data.train), device, processes, world.local_size if world.joined else processes)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, data.channels, data.image_size, num_classes)
+    ckpt = read_checkpoint(run_dir, cfg, device) if run_dir else None
 
     if run_dir is None and world.rank == 0:
         run_dir = runs.new_run_dir(out, name or runs.default_run_name(cfg.name))
@@ -238,9 +246,9 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
         if world.rank == 0 and not (run_dir / runs.CONFIG).exists():
             runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
         if processes > 1 and not world.joined:  # start the workers (each loads its own data and model)
-            del data, model
+            del data, model, ckpt
             return _launch(cfg, run_dir, processes, quiet)
-        result = _fit(cfg, run_dir, data, model.to(device), device, summary, Reporter(quiet or world.rank > 0), world)
+        result = _fit(cfg, run_dir, data, model.to(device), device, ckpt, Reporter(quiet or world.rank > 0), world)
     distributed.finish(world)
     return result
 
@@ -272,14 +280,15 @@ def _launch(cfg: Config, run_dir: Path, nproc: int, quiet: bool) -> RunResult:
     except distributed.WorkerFailed as e:
         failure = e
     after = runs.read_json(run_dir / runs.SUMMARY)
-    summary = after or {"name": cfg.name, "config_hash": cfg.hash(), "seed": cfg.seed, "epochs": 0}
+    summary = after or {"name": cfg.name, "config_hash": cfg.hash(), "config_version": CONFIG_VERSION,
+                        "seed": cfg.seed, "epochs": 0}
     ended = summary.get("status") if after != before else None  # what rank 0 wrote, if it did
-    if failure and ended in (None, "running", "failed"):
-        summary.update(status="failed", error=failure.error)
+    if failure and ended in (None, Status.RUNNING, Status.FAILED):
+        summary.update(status=Status.FAILED, error=failure.error)
         runs.write_json(run_dir / runs.SUMMARY, summary)
         raise failure
-    if signame and ended in (None, "running"):
-        summary.update(status="interrupted", signal=signame)
+    if signame and ended in (None, Status.RUNNING):
+        summary.update(status=Status.INTERRUPTED, signal=signame)
         runs.write_json(run_dir / runs.SUMMARY, summary)
         Reporter(quiet).line(f"{run_dir}: interrupted; continue from the last checkpoint with: "
                              f"lrn train --resume {run_dir}")
@@ -292,14 +301,18 @@ def _worker(run_dir: str, quiet: bool) -> None:
     rank 0 does not try to take the lock)."""
     os.environ[distributed.LOCKED_RUN_DIR] = run_dir
     result = train(resume=run_dir, quiet=quiet)
-    if result.summary["status"] == "interrupted":
+    if result.summary["status"] == runs.Status.INTERRUPTED:
         # leave at once: the launcher is stopping the workers, and a worker that returns waits
         # for the launcher to collect its return value, which it no longer does
-        raise SystemExit(143 if result.summary.get("signal") == "SIGTERM" else 130)
+        raise SystemExit(runs.exit_code(runs.Status.INTERRUPTED, result.summary.get("signal")))
 
 
 def _locate(config: Any, overrides: Any, out: Any, name: str | None, resume: Any) -> tuple[Path | None, Config]:
     """-> (existing run directory or None, config)."""
+    if name is not None:
+        runs.check_name(name)
+    if resume is None or resume is False or resume is True:
+        runs.check_out(out)
     if resume is None or resume is False:
         return None, load_config(config, overrides)
     if resume is True:
@@ -308,10 +321,10 @@ def _locate(config: Any, overrides: Any, out: Any, name: str | None, resume: Any
         run_dir = Path(out) / name
         cfg = load_config(config, overrides)
         if (run_dir / runs.CONFIG).exists():
-            stored = load_config(run_dir / runs.CONFIG)
+            stored = load_run_config(run_dir, runs.read_json(run_dir / runs.SUMMARY))
             if stored.hash() != cfg.hash():
                 raise UserError(f"{run_dir}: holds a run of a different config; pick another --name "
-                                "or --out, or resume it with `lrn train --resume {run_dir}`")
+                                f"or --out, or resume it with `lrn train --resume {run_dir}`")
         if run_dir.exists():
             return run_dir, cfg
         return None, cfg
@@ -320,180 +333,301 @@ def _locate(config: Any, overrides: Any, out: Any, name: str | None, resume: Any
         raise UserError("--resume RUN_DIR takes the config stored in RUN_DIR; drop --config and --set")
     if not (run_dir / runs.CONFIG).exists():
         raise UserError(f"{run_dir}: not a run directory (no {runs.CONFIG}); give the folder `lrn train` made")
-    return run_dir, load_config(run_dir / runs.CONFIG)
+    return run_dir, load_run_config(run_dir, runs.read_json(run_dir / runs.SUMMARY))
+
+
+@dataclass
+class RunState:
+    """Where a run is: what a checkpoint carries besides the model, optimizer and scheduler. A
+    fresh run starts from zeros; `epoch` counts finished epochs, `step` the steps of the next."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0  # running sums over the current epoch's steps (all ranks)
+    correct: int = 0
+    seen: int = 0
+    train_s: float = 0.0  # seconds spent in training steps, and the images they took
+    train_images: int = 0
+    wall_s: float = 0.0  # wall time of the run so far, over all its resumed segments
+
+    @property
+    def images_per_s(self) -> float:
+        return self.train_images / max(self.train_s, 1e-9)
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step = self.epoch + 1, 0
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+
+    def to_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                      config_hash: str) -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
+                "acc": {"loss": self.loss_sum, "correct": self.correct, "seen": self.seen},
+                "clock": {"train_s": self.train_s, "train_images": self.train_images, "wall_s": self.wall_s},
+                "config_hash": config_hash}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> "RunState":
+        acc, clock = ckpt["acc"], ckpt["clock"]
+        return cls(ckpt["epoch"], ckpt["step"], acc["loss"], acc["correct"], acc["seen"],
+                   clock["train_s"], clock["train_images"], clock["wall_s"])
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "acc", "clock", "config_hash")
+
+
+def read_checkpoint(run_dir: Path, cfg: Config, device: torch.device | str = "cpu",
+                    fix: str | None = None) -> dict[str, Any] | None:
+    """The run's checkpoint, checked to be one of this run's; None if there is none yet. Loaded
+    with weights_only=True: a checkpoint holds tensors, numbers and strings only, so a run
+    directory from someone else cannot run code through its pickle. A file that is cut short,
+    not a checkpoint, or another config's is a UserError that names it and says `fix` (default:
+    what to do to resume)."""
+    path = run_dir / runs.CHECKPOINT
+    if not path.exists():
+        return None
+    fix = fix or (f"restore it, or delete it to train {run_dir} again from the start "
+                  f"(rm {path} {run_dir / runs.METRICS})")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip reader, unpickler, weights-only refusal
+        raise UserError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: "
+                        f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'}); {fix}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        raise UserError(f"{path}: not a checkpoint written by lrn train (it lacks "
+                        f"{', '.join(k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt)}); {fix}")
+    if ckpt["config_hash"] not in (cfg.hash(), cfg.legacy_hash()):
+        raise UserError(f"{path}: a checkpoint of another config than {run_dir / runs.CONFIG} (hash "
+                        f"{ckpt['config_hash']}, the config's {cfg.hash()}); {fix}")
+    return ckpt
+
+
+def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            path: Path) -> RunState:
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        return RunState.from_checkpoint(ckpt)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{path}: its weights do not fit this run's model ({' '.join(str(e).split())[:160]}); "
+                        f"restore the checkpoint, or delete it to train again from the start") from None
+
+
+class Recorder:
+    """Everything a run writes: summary.json, metrics.jsonl, checkpoint.pt and the TensorBoard
+    events. On ranks > 0 it writes nothing. It also keeps the run's wall clock, over resumes."""
+
+    def __init__(self, run_dir: Path, cfg: Config, state: RunState, lead: bool, summary: dict[str, Any]) -> None:
+        self.run_dir, self.cfg, self.state, self.lead, self.summary = run_dir, cfg, state, lead, summary
+        self.writer: Any = None
+        self._started, self._wall_base = time.perf_counter(), state.wall_s
+
+    def open(self, global_step: int) -> list[dict[str, Any]]:
+        """Start writing; drop what a lost part of the run logged after the checkpoint. Returns the
+        epochs' metrics logged so far."""
+        history = [m for m in runs.read_jsonl(self.run_dir / runs.METRICS) if m["epoch"] <= self.state.epoch]
+        if self.lead:
+            from torch.utils.tensorboard import SummaryWriter
+
+            runs.write_jsonl(self.run_dir / runs.METRICS, history)
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=global_step + 1 if global_step else None)
+            if global_step == 0:
+                self.writer.add_text("config", "```yaml\n" + self.cfg.to_yaml() + "\n```", 0)
+        return history
+
+    def tick(self) -> None:
+        self.state.wall_s = self._wall_base + time.perf_counter() - self._started
+
+    def step_loss(self, loss: float, global_step: int) -> None:
+        if self.writer is not None and global_step % 50 == 0:
+            self.writer.add_scalar("train/loss_step", loss, global_step)
+
+    def epoch(self, row: dict[str, Any], global_step: int) -> None:
+        if self.lead:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.writer.add_scalar(TB_TAGS.get(key, key.replace("_", "/", 1)), value, global_step)
+            self.writer.flush()
+            runs.append_jsonl(self.run_dir / runs.METRICS, row)
+        self.summary.update(_final_metrics(row))
+
+    def checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        self.tick()
+        if self.lead:
+            state = self.state.to_checkpoint(model, optimizer, scheduler, self.cfg.hash())
+            runs.atomic_write(self.run_dir / runs.CHECKPOINT, lambda f: torch.save(state, f), mode="wb")
+
+    def status(self, status: str, **extra: Any) -> None:
+        self.tick()
+        self.summary.update(status=status, epochs=self.state.epoch, wall_time_s=round(self.state.wall_s, 3),
+                            images_per_s=round(self.state.images_per_s, 2), **extra)
+        if self.lead:
+            runs.write_json(self.run_dir / runs.SUMMARY, self.summary)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except OSError as e:  # the events still buffered are lost; everything else is on disk
+                warnings.warn(f"{self.run_dir}: TensorBoard events not all written ({e})", stacklevel=2)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass
+class Loop:
+    """What the steps of a run share, made once per process."""
+
+    cfg: Config
+    data: Data
+    net: nn.Module  # what the step calls (the DDP wrapper in a world of several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    criterion: nn.Module
+    device: torch.device
+    world: distributed.World
+    batch: int  # the global batch
+    steps_per_epoch: int
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def train_one_epoch(loop: Loop, state: RunState, stop: StopSignals, rec: Recorder, report: Reporter) -> str | None:
+    """Train from `state.step` to the end of epoch `state.epoch` (or until a signal): returns the
+    signal that all ranks stop for, or None. Raises Diverged on a loss that is not finite."""
+    cfg, world = loop.cfg, loop.world
+    mine = distributed.shard(loop.batch, world)  # this process's share of each batch
+    loop.net.train()
+    perm = torch.randperm(len(loop.data.train), generator=torch.Generator().manual_seed(
+        step_seed(cfg.seed, state.epoch, -1)))
+    report.start_epoch(state.epoch + 1, cfg.train.epochs, loop.steps_per_epoch, state.step)
+    try:
+        while state.step < loop.steps_per_epoch:
+            t0 = time.perf_counter()
+            seed = step_seed(cfg.seed, state.epoch, state.step)
+            torch.manual_seed(seed)  # augmentation, dropout and friends
+            idx = perm[state.step * loop.batch:(state.step + 1) * loop.batch]
+            xb = train_inputs(loop.data, cfg.data.augment, idx, loop.device, loop.mean, loop.std, mine)
+            yb = loop.data.train.y[idx[mine]].to(loop.device)
+            if world.rank:  # each rank drew the whole batch alike; its dropout masks are its own
+                torch.manual_seed(seed + world.rank * RANK_SEED_STRIDE)
+            logits = loop.net(xb)
+            loss = loop.criterion(logits, yb)
+            loop.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loop.optimizer.step()
+            loop.scheduler.step()
+            # one small all-reduce: the global batch's loss and accuracy, and whether any rank
+            # was signalled, so that every rank takes the same decisions below
+            loss_sum, correct, seen, *flags = distributed.all_sum(
+                [loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb), *stop.flags()],
+                world, loop.device)
+            if not math.isfinite(loss_sum):
+                raise Diverged(f"loss became {loss_sum / seen} at epoch {state.epoch + 1}, step {state.step + 1}; "
+                               "lower train.lr or check the LRN parameters")
+            state.loss_sum += loss_sum
+            state.correct += int(correct)
+            state.seen += int(seen)
+            state.step += 1
+            state.train_s += time.perf_counter() - t0
+            state.train_images += int(seen)
+            report.step(state.loss_sum / state.seen, state.correct / state.seen, state.images_per_s)
+            rec.step_loss(loss_sum / seen, state.epoch * loop.steps_per_epoch + state.step)
+            halt = StopSignals.agreed(flags)
+            if halt:
+                return halt
+        return None
+    finally:
+        report.end_epoch()
 
 
 def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch.device,
-         old_summary: dict[str, Any] | None, report: Reporter,
-         world: distributed.World) -> RunResult:
-    from torch.utils.tensorboard import SummaryWriter
-
+         ckpt: dict[str, Any] | None, report: Reporter, world: distributed.World) -> RunResult:
+    """The loop: per epoch, train, evaluate, log and checkpoint; one way out, with the status."""
     tc = cfg.train
-    lead = world.rank == 0  # the one process that writes: checkpoint, metrics, summary, events
-    bs = min(tc.batch_size, len(data.train))  # the global batch
-    mine = distributed.shard(bs, world)  # this process's share of each batch
+    bs = min(tc.batch_size, len(data.train))
     steps_per_epoch = len(data.train) // bs
     total_steps = steps_per_epoch * tc.epochs
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, tc))
-    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
-    mean, std = data.mean.to(device), data.std.to(device)
-    gen = torch.Generator()
-
-    # state that a checkpoint carries (a fresh run starts from zeros)
-    epoch, step = 0, 0
-    acc = {"loss": 0.0, "correct": 0, "seen": 0}  # running sums of the current epoch (all ranks)
-    clock = {"train_s": 0.0, "train_images": 0, "wall_s": 0.0}
-    ckpt_path = run_dir / runs.CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        epoch, step, acc, clock = ckpt["epoch"], ckpt["step"], ckpt["acc"], ckpt["clock"]
-        report.line(f"{run_dir}: resuming at epoch {epoch + 1}, step {step}/{steps_per_epoch}")
-    net = distributed.wrap(model, world, device)  # what the step calls; `model` is evaluated and saved
-    history = [m for m in runs.read_jsonl(run_dir / runs.METRICS) if m["epoch"] <= epoch]
-    global_step = epoch * steps_per_epoch + step
-    writer = None
-    if lead:
-        runs.write_jsonl(run_dir / runs.METRICS, history)  # drop epochs logged after the checkpoint
-        # events after the checkpoint's step were logged by the lost part of the run: hide them
-        writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if global_step else None)
-        if global_step == 0:
-            writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
+    state = restore(ckpt, model, optimizer, scheduler, run_dir / runs.CHECKPOINT) if ckpt else RunState()
+    if ckpt:
+        report.line(f"{run_dir}: resuming at epoch {state.epoch + 1}, step {state.step}/{steps_per_epoch}")
+    loop = Loop(cfg, data, distributed.wrap(model, world, device), optimizer, scheduler,
+                nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing), device, world, bs, steps_per_epoch,
+                data.mean.to(device), data.std.to(device))
 
     summary: dict[str, Any] = {
-        "status": "running", "name": cfg.name, "config_hash": cfg.hash(), "seed": cfg.seed,
-        "epochs": epoch, "params": count_params(model), "data": data.info,
+        "status": Status.RUNNING, "name": cfg.name, "config_hash": cfg.hash(), "config_version": CONFIG_VERSION,
+        "seed": cfg.seed, "epochs": state.epoch, "params": count_params(model), "data": data.info,
         "env": runs.environment(torch.get_num_threads(), str(device), world.size),
     }
+    rec = Recorder(run_dir, cfg, state, world.rank == 0, summary)
+    history = rec.open(state.epoch * steps_per_epoch + state.step)
     if history:
         summary.update(_final_metrics(history[-1]))
-
-    def save_summary(status: str, **extra: Any) -> None:
-        summary.update(status=status, epochs=epoch, wall_time_s=round(clock["wall_s"], 3),
-                       images_per_s=round(clock["train_images"] / max(clock["train_s"], 1e-9), 2), **extra)
-        if lead:
-            runs.write_json(run_dir / runs.SUMMARY, summary)
-
-    def save_checkpoint() -> None:
-        if not lead:
-            return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "acc": acc,
-                 "clock": clock, "config_hash": cfg.hash()}
-        runs.atomic_write(ckpt_path, lambda f: torch.save(state, f), mode="wb")
-
-    save_summary("running")
+    rec.status(Status.RUNNING)
     procs = f", {world.size} processes" if world.size > 1 else ""
     report.line(f"{run_dir}: {cfg.name}, {summary['params']:,} parameters, {len(data.train)} train / "
                 f"{len(data.val) if data.val else 0} val / {len(data.test)} test images, {device}{procs}")
-    segment_start = time.perf_counter()
-    wall_base = clock["wall_s"]
+
+    status, extra, halt, where = Status.COMPLETED, {}, None, ""
     try:
         with StopSignals(second_interrupts=world.size == 1) as stop:
-            while epoch < tc.epochs:
-                net.train()
-                perm = torch.randperm(len(data.train), generator=gen.manual_seed(step_seed(cfg.seed, epoch, -1)))
-                report.start_epoch(epoch + 1, tc.epochs, steps_per_epoch, step)
+            while state.epoch < tc.epochs and not halt:
                 epoch_start = time.perf_counter()
-                halt = None  # the signal that all ranks stop for
-                while step < steps_per_epoch:
-                    t0 = time.perf_counter()
-                    seed = step_seed(cfg.seed, epoch, step)
-                    torch.manual_seed(seed)  # augmentation, dropout and friends
-                    idx = perm[step * bs:(step + 1) * bs]
-                    xb = train_inputs(data, cfg.data.augment, idx, device, mean, std, mine)
-                    yb = data.train.y[idx[mine]].to(device)
-                    if world.rank:  # each rank drew the whole batch alike; its dropout masks are its own
-                        torch.manual_seed(seed + world.rank * RANK_SEED_STRIDE)
-                    logits = net(xb)
-                    loss = criterion(logits, yb)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    # one small all-reduce: the global batch's loss and accuracy, and whether any
-                    # rank was signalled, so that every rank takes the same decisions below
-                    loss_sum, correct, seen, *flags = distributed.all_sum(
-                        [loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb), *stop.flags()],
-                        world, device)
-                    if not math.isfinite(loss_sum):
-                        raise Diverged(f"loss became {loss_sum / seen} at epoch {epoch + 1}, step {step + 1}; "
-                                       "lower train.lr or check the LRN parameters")
-                    acc["loss"] += loss_sum
-                    acc["correct"] += int(correct)
-                    acc["seen"] += int(seen)
-                    step += 1
-                    clock["train_s"] += time.perf_counter() - t0
-                    clock["train_images"] += int(seen)
-                    report.step(acc["loss"] / acc["seen"], acc["correct"] / acc["seen"],
-                                clock["train_images"] / clock["train_s"])
-                    gs = global_step_of(epoch, step, steps_per_epoch)
-                    if lead and gs % 50 == 0:
-                        writer.add_scalar("train/loss_step", loss_sum / seen, gs)
-                    halt = StopSignals.agreed(flags)
-                    if halt:
-                        break
-                report.end_epoch()
-                clock["wall_s"] = wall_base + time.perf_counter() - segment_start
-                if halt and step < steps_per_epoch:
-                    save_checkpoint()
-                    save_summary("interrupted", signal=halt)
-                    report.line(f"{run_dir}: interrupted at epoch {epoch + 1}, step {step}; "
-                                f"continue with: lrn train --resume {run_dir}")
-                    return RunResult(run_dir, summary)
-
+                halt = train_one_epoch(loop, state, stop, rec, report)
+                if halt and state.step < steps_per_epoch:  # stopped inside the epoch
+                    rec.checkpoint(model, optimizer, scheduler)
+                    break
                 # end of an epoch: evaluate, log, checkpoint
                 distributed.sync_buffers(model, world)
-                row = _epoch_metrics(model, data, cfg, device, epoch, acc, optimizer, time.perf_counter() - epoch_start,
-                                     clock, world)
-                epoch, step = epoch + 1, 0
-                acc = {"loss": 0.0, "correct": 0, "seen": 0}
-                gs = epoch * steps_per_epoch
-                if lead:
-                    for key, value in row.items():
-                        if key != "epoch":
-                            writer.add_scalar(TB_TAGS.get(key, key.replace("_", "/", 1)), value, gs)
-                    writer.flush()
-                    runs.append_jsonl(run_dir / runs.METRICS, row)
-                clock["wall_s"] = wall_base + time.perf_counter() - segment_start
-                save_checkpoint()
-                summary.update(_final_metrics(row))
-                save_summary("running")
+                row = _epoch_metrics(model, data, cfg, device, state, optimizer, time.perf_counter() - epoch_start,
+                                     world)
+                state.next_epoch()
+                rec.epoch(row, state.epoch * steps_per_epoch)
+                rec.checkpoint(model, optimizer, scheduler)
+                rec.status(Status.RUNNING)
                 report.line(_epoch_line(row, tc.epochs))
                 halt = halt or StopSignals.agreed(distributed.all_sum(stop.flags(), world, device))
-                if halt:
-                    save_summary("interrupted", signal=halt)
-                    report.line(f"{run_dir}: interrupted after epoch {epoch}; continue with: "
-                                f"lrn train --resume {run_dir}")
-                    return RunResult(run_dir, summary)
+        if halt:
+            status, extra = Status.INTERRUPTED, {"signal": halt}
+            where = f" at epoch {state.epoch + 1}, step {state.step}" if state.step else f" after epoch {state.epoch}"
     except Diverged as e:
-        report.end_epoch()
-        clock["wall_s"] = wall_base + time.perf_counter() - segment_start
-        save_summary("diverged", error=str(e))
-        report.line(f"{run_dir}: diverged: {e}")
-        return RunResult(run_dir, summary)
+        status, extra = Status.DIVERGED, {"error": str(e)}
     except KeyboardInterrupt:
-        report.end_epoch()
-        clock["wall_s"] = wall_base + time.perf_counter() - segment_start
-        save_summary("interrupted", signal="SIGINT")
-        report.line(f"{run_dir}: interrupted; continue from the last checkpoint with: lrn train --resume {run_dir}")
-        return RunResult(run_dir, summary)
+        status, extra = Status.INTERRUPTED, {"signal": "SIGINT"}
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            rec.status(Status.FAILED, error=f"{e.__class__.__name__}: {e}")
+            raise
+        try:
+            rec.status(Status.INTERRUPTED, error="no space left on the device")
+        except OSError:
+            pass  # a reader takes a `running` summary whose run holds no lock for interrupted
+        raise UserError(f"{e.filename or run_dir}: no space left on the device; free some space, then continue "
+                        f"the run from its last checkpoint with: lrn train --resume {run_dir}") from None
     except BaseException as e:
-        report.end_epoch()
-        save_summary("failed", error=f"{e.__class__.__name__}: {e}")
+        rec.status(Status.FAILED, error=f"{e.__class__.__name__}: {e}")
         raise
     finally:
-        if writer is not None:
-            writer.close()
-    clock["wall_s"] = wall_base + time.perf_counter() - segment_start
-    save_summary("completed")
-    report.line(f"{run_dir}: completed: test acc {summary['test_acc']:.4f}, top-5 {summary['test_top5']:.4f}, "
+        rec.close()
+    rec.status(status, **extra)
+    report.line(_end_line(run_dir, status, summary, where))
+    return RunResult(run_dir, summary)
+
+
+def _end_line(run_dir: Path, status: str, summary: dict[str, Any], where: str) -> str:
+    if status == Status.COMPLETED:
+        return (f"{run_dir}: completed: test acc {summary['test_acc']:.4f}, top-5 {summary['test_top5']:.4f}, "
                 f"loss {summary['test_loss']:.4f}, {summary['wall_time_s']:.0f} s, "
                 f"{summary['images_per_s']:.0f} images/s")
-    return RunResult(run_dir, summary)
+    if status == Status.DIVERGED:
+        return f"{run_dir}: diverged: {summary['error']}"
+    return (f"{run_dir}: interrupted{where}; continue from the last checkpoint with: "
+            f"lrn train --resume {run_dir}")
 
 
 def train_inputs(data: Data, aug: AugmentConfig, idx: torch.Tensor, device: torch.device, mean: torch.Tensor,
@@ -516,24 +650,20 @@ def train_inputs(data: Data, aug: AugmentConfig, idx: torch.Tensor, device: torc
 TB_TAGS = {"lr": "train/lr", "images_per_s": "speed/images_per_s", "epoch_time_s": "speed/epoch_time_s"}
 
 
-def global_step_of(epoch: int, step: int, steps_per_epoch: int) -> int:
-    return epoch * steps_per_epoch + step
-
-
-def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.device, epoch: int,
-                   acc: dict[str, Any], optimizer: torch.optim.Optimizer, epoch_s: float,
-                   clock: dict[str, Any], world: distributed.World) -> dict[str, Any]:
+def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.device, state: RunState,
+                   optimizer: torch.optim.Optimizer, epoch_s: float, world: distributed.World) -> dict[str, Any]:
+    """The row of metrics.jsonl for the epoch `state` has just trained."""
     row: dict[str, Any] = {
-        "epoch": epoch + 1,
+        "epoch": state.epoch + 1,
         "lr": optimizer.param_groups[0]["lr"],
-        "train_loss": acc["loss"] / max(acc["seen"], 1),
-        "train_acc": acc["correct"] / max(acc["seen"], 1),
+        "train_loss": state.loss_sum / max(state.seen, 1),
+        "train_acc": state.correct / max(state.seen, 1),
     }
     for name, split in (("val", data.val), ("test", data.test)):
         if split is not None:
             row.update({f"{name}_{k}": v for k, v in
                         evaluate(model, split, data, cfg.eval.batch_size, device, world).items()})
-    row["images_per_s"] = clock["train_images"] / max(clock["train_s"], 1e-9)
+    row["images_per_s"] = state.images_per_s
     row["epoch_time_s"] = epoch_s
     return row
 

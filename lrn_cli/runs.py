@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -195,9 +196,28 @@ def run_status(run_dir: Path) -> Status:
     return read_summary(run_dir)["status"]
 
 
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_name(name: str, what: str = "--name") -> None:
+    """A run directory's name: one path component of letters, digits and `_.-`."""
+    if not NAME_RE.match(name) or name in (".", ".."):
+        raise UserError(f"{what} {name!r}: a run name is letters, digits and _.- (one folder name, not "
+                        "'.' or '..'); e.g. --name cifar_lrn")
+
+
+def check_out(out: str | Path, what: str = "--out") -> None:
+    """`out` is, or can be made, a folder: the first part of it that exists is not a file."""
+    out = Path(out)
+    there = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not there.is_dir():
+        raise UserError(f"{what} {out}: {there} is a file, not a folder; give a folder for the run directories")
+
+
 def new_run_dir(out: str | Path, name: str) -> Path:
     """Create `out/name` (or `out/name-2`, `-3` ... if taken); never reuses an existing folder."""
     out = Path(out)
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(1, 10_000):
         path = out / (name if i == 1 else f"{name}-{i}")

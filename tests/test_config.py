@@ -1,4 +1,6 @@
 """The config schema: defaults, overrides, and every kind of mistake a user can make."""
+import re
+
 import pytest
 
 from lrn_cli.config import Config, apply_set, load_config, parse_yaml
@@ -120,5 +122,44 @@ def test_file_errors(tmp_path):
         load_config(lst)
 
 
-def test_schema_is_the_single_source_of_defaults():
-    assert Config().to_dict() == load_config({}).to_dict()
+def readme_defaults() -> dict[str, str]:
+    """The README's config-key table: key -> its default as written there, where the default is
+    written as values (`10` / `128`), not as words (dataset's, all)."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## Config keys"):text.index("A layer list")]
+    found = {}
+    for keys, default in re.findall(r"^\| (`[^|]*`) \| ([^|]*) \|", table, re.M):
+        names, values = re.findall(r"`([^`]+)`", keys), re.findall(r"`([^`]+)`", default)
+        if re.fullmatch(r"(\s*`[^`]+`\s*[,/]?)+", default.strip()) and len(names) == len(values):
+            found.update(zip(names, values))
+    return found
+
+
+def leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    return [k for key, v in d.items()
+            for k in (leaf_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])]
+
+
+def test_readme_documents_the_schemas_keys_and_defaults():
+    """The README's table is written by hand: every key of the schema is in it, and every default
+    it states is the schema's."""
+    defaults = Config().to_dict()
+    documented = readme_defaults()
+    assert len(documented) >= 20
+    for key, written in documented.items():
+        *parents, last = key.split(".")
+        model = Config
+        for part in parents:
+            model = model.model_fields[part].annotation
+        value = model.model_fields[last].default  # the field's own default, as the schema states it
+        value = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+        if value is None:  # resolved by a validator (model.preset without model.layers)
+            value = defaults
+            for part in key.split("."):
+                value = value[part]
+        assert parse_yaml(written, key) == value, (key, written, value)
+    table = (REPO / "README.md").read_text().split("## Config keys")[1].split("A layer list")[0]
+    braces = {f"{head}.{k}" for head, ks in re.findall(r"`([a-z_.]+)\.\{([a-z_,]+)\}`", table) for k in ks.split(",")}
+    named = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", table)) | braces | {"name", "seed"}
+    missing = [k for k in leaf_keys(defaults) if k not in named and not k.startswith("data.augment.")]
+    assert not missing, f"keys of the schema that the README's table does not name: {missing}"

@@ -1,11 +1,11 @@
 """`lrn train` end to end: the run directory, determinism, resume, divergence, and user errors."""
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 import torch
@@ -203,14 +203,32 @@ def test_every_norm_type_trains(tmp_path, norm):
 
 def test_schedules():
     cfg = load_config({}, ["train.schedule=onecycle"]).train
-    assert lr_factor(0, 100, cfg) == 0 and lr_factor(25, 100, cfg) == 1 and lr_factor(100, 100, cfg) == 0
+    assert cfg.warmup == 0.25  # onecycle's default, in the schema (and so in config.yaml and the hash)
+    assert lr_factor(24, 100, cfg) == 1 and lr_factor(25, 100, cfg) == 1 and lr_factor(100, 100, cfg) == 0
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.5 - 0.5 * math.cos(math.pi / 25))
     cos = load_config({}, ["train.schedule=cosine", "train.warmup=0.1"]).train
-    assert lr_factor(5, 100, cos) == 0.5 and lr_factor(10, 100, cos) == 1
+    assert lr_factor(4, 100, cos) == 0.5 and lr_factor(9, 100, cos) == 1 and lr_factor(10, 100, cos) == 1
     assert lr_factor(55, 100, cos) == pytest.approx(0.5)
     ms = load_config({}, ["train.schedule=multistep", "train.milestones=[0.5, 0.8]", "train.gamma=0.2"]).train
     assert [lr_factor(s, 10, ms) for s in (0, 4, 5, 8, 9)] == [1, 1, 0.2, pytest.approx(0.04), pytest.approx(0.04)]
     const = load_config({}, ["train.schedule=constant"]).train
     assert lr_factor(77, 100, const) == 1
+
+
+def test_onecycle_without_warmup_can_be_asked_for():
+    """warmup 0 under onecycle was silently 0.25: the same run under two hashes, and no way to
+    ask for none."""
+    none, default = (load_config({}, ["train.schedule=onecycle", *w]) for w in (["train.warmup=0"], []))
+    assert none.train.warmup == 0 and lr_factor(0, 100, none.train) == 1
+    assert none.hash() != default.hash()
+    assert default.hash() == load_config({}, ["train.schedule=onecycle", "train.warmup=0.25"]).hash()
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant", "multistep"])
+def test_the_first_step_under_warmup_has_a_learning_rate(schedule):
+    cfg = load_config({}, [f"train.schedule={schedule}", "train.warmup=0.2"]).train
+    factors = [lr_factor(s, 50, cfg) for s in range(10)]
+    assert 0 < factors[0] < factors[1] < factors[9] == 1  # rises from the first step to the peak at the last
 
 
 def test_real_cifar10_slice_through_the_cli(real_cifar, tmp_path):
