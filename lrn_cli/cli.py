@@ -225,6 +225,32 @@ def bench(device: str, dtypes: tuple[str, ...], repeats: int, threads: int | Non
 
 
 @main.command()
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--onnx", "onnx_file", required=True, metavar="FILE", help="The ONNX file to write.")
+@click.option("--input", "input_kind", type=click.Choice(["uint8", "normalized"]), default="uint8",
+              show_default=True,
+              help="uint8: the model takes uint8 images (0-255) and normalizes them itself; normalized: "
+                   "it takes float32 images already normalized as (pixel - mean) / std, the mean and std "
+                   "(0-255 units) recorded in its metadata.")
+def export(run_dir: str, onnx_file: str, input_kind: str) -> None:
+    """Export a run's trained network to ONNX (dynamic batch; LRN as native ONNX LRN nodes where
+    an onnx-convention LRN computes it exactly, as standard ops otherwise).
+
+    The metadata records the input kind, mean and std, image size, channel order, class names,
+    the run's config hash and how each LRN layer was exported; the model is checked against
+    PyTorch with onnxruntime before it is written.
+
+    \b
+    lrn export runs/cifar10_full-20260101-120000 --onnx cifar10_full.onnx
+    lrn export runs/cifar10_full-20260101-120000 --onnx model.onnx --input normalized
+    """
+    from .export import export_onnx
+
+    for line in export_onnx(run_dir, onnx_file, input=input_kind).lines():
+        click.echo(line)
+
+
+@main.command()
 @click.argument("source", metavar="FROM")
 @click.argument("target", metavar="TO")
 @click.argument("params", nargs=-1, metavar="[NAME=VALUE]...")

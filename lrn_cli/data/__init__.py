@@ -94,8 +94,15 @@ def load_data(cfg: DataConfig) -> Data:
             raise UserError(f"data: the {name} set is empty after data.classes / data.per_class")
     mean, std = augment.channel_stats(train.x)
     info = {"dataset": cfg.dataset, "classes": classes, "train": len(train),
-            "val": len(val) if val else 0, "test": len(test)}
+            "val": len(val) if val else 0, "test": len(test), "image_size": train.x.shape[-1],
+            **stats_info(mean, std)}
     return Data(train, val, test, classes, mean, std, info)
+
+
+def stats_info(mean: torch.Tensor, std: torch.Tensor) -> dict[str, list[float]]:
+    """The normalization a model was trained with, for summary.json (and `lrn export`): per-channel
+    mean and std in 0-255 units, exactly (the float32 values as floats)."""
+    return {"mean": [float(v) for v in mean.tolist()], "std": [float(v) for v in std.tolist()]}
 
 
 def load_folder(cfg: DataConfig) -> Data:
@@ -140,7 +147,8 @@ def load_folder(cfg: DataConfig) -> Data:
             "counts": {name: torch.bincount(s.y, minlength=len(classes)).tolist()
                        for name, s in splits.items() if s is not None},
             "image_size": cfg.image_size, "stored_size": size, "skipped": len(skipped),
-            "skipped_files": skipped[:folder.SHOW_SKIPPED], "cache": str(cache), "cache_built": built}
+            "skipped_files": skipped[:folder.SHOW_SKIPPED], "cache": str(cache), "cache_built": built,
+            **stats_info(augment.IMAGENET_MEAN, augment.IMAGENET_STD)}
     train_tf, eval_tf, batch = folder_transforms(cfg)
     return Data(train, val, test, classes, augment.IMAGENET_MEAN.clone(), augment.IMAGENET_STD.clone(), info,
                 input_size=cfg.image_size, train_transform=train_tf, eval_transform=eval_tf, train_batch=batch)
