@@ -217,6 +217,9 @@ class DataConfig(_Strict):
     cache: str | None = Field(None, description="imagefolder: folder of the decoded-image cache "
                                                 "(default <root>/.lrn-cache, or ~/.cache/lrn/folders)")
     augment: AugmentConfig = AugmentConfig()
+    normalize: Literal["unit", "caffe", "none"] = Field(
+        "unit", description="input scale: unit (per-channel mean 0, std 1), caffe (0-255 pixel values minus "
+                            "the per-channel mean, as Caffe's examples feed them), none (pixels in [0, 1])")
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -388,7 +391,7 @@ class Config(_Strict):
 RUN_ONLY = ("train.threads", "train.device", "train.nproc", "data.cache")
 # keys added after run directories were first named by hash, with their defaults; a key at its
 # default is left out of the identity, so that adding a key renames no run made before it
-ADDED_KEYS: dict[str, Any] = {}
+ADDED_KEYS: dict[str, Any] = {"data.normalize": "unit"}
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:

@@ -12,7 +12,6 @@ from lrn_cli.data import cifar, load_data, stratified_subset
 from lrn_cli.data.augment import channel_stats, crop_flip, normalize
 from lrn_cli.errors import UserError
 
-from conftest import write_cifar_batches
 
 
 def data_cfg(root, **data):
@@ -146,3 +145,31 @@ def test_normalization_gives_zero_mean_unit_std():
     z = normalize(x, mean, std)
     assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["unit", "caffe", "none"])
+def test_input_scale_modes(mode):
+    """data.normalize: unit gives per-channel mean 0 and std 1; caffe 0-255 values minus the
+    channel mean (std as the data's, in pixel units); none pixels in [0, 1]."""
+    d = load_data(load_config({"data": {"dataset": "synthetic", "classes": 4, "per_class": 32,
+                                        "normalize": mode}}).data)
+    x = normalize(d.train.x, d.mean, d.std).double()
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+    raw_mean, raw_std = channel_stats(d.train.x)
+    if mode == "unit":
+        assert torch.allclose(mean, torch.zeros(3, dtype=torch.double), atol=1e-4)
+        assert torch.allclose(std, torch.ones(3, dtype=torch.double), atol=1e-3)
+    elif mode == "caffe":
+        assert torch.allclose(mean, torch.zeros(3, dtype=torch.double), atol=1e-3)
+        assert torch.allclose(std, raw_std.double(), rtol=1e-3)
+        assert x.abs().max() > 50  # 0-255 units: the scale LRN's alpha was chosen for in Caffe
+    else:
+        assert x.min() >= 0 and x.max() <= 1 and torch.allclose(mean, raw_mean.double() / 255, atol=1e-4)
+    assert d.info["mean"] == [float(v) for v in d.mean] and d.info["std"] == [float(v) for v in d.std]
+
+
+def test_input_scale_is_part_of_the_identity_only_when_not_the_default():
+    unit, caffe = (load_config({}, [f"data.normalize={m}"]) for m in ("unit", "caffe"))
+    assert unit.hash() == load_config({}).hash() and caffe.hash() != unit.hash()
+    assert "normalize" not in unit.identity()["data"] and unit.legacy_hash() is not None
+    assert caffe.legacy_hash() is None  # the code before had no such key

@@ -390,3 +390,8 @@ def test_the_one_pass_batch_equals_gather_crop_and_normalize():
     assert diff <= 0.51 / augment.IMAGENET_STD.min().item() + 1e-6
     with pytest.raises(ValueError, match="index out of range" if augment._native() else "index"):
         augment.random_resized_crop_flip(stored, 28, g, index=torch.tensor([30]), normalize_with=stats)
+
+
+def test_caffe_input_scale_of_an_image_folder(tmp_path):
+    d = load_data(cfg(make_tree(tmp_path / "ds"), val_split=0.5, normalize="caffe"))
+    assert torch.allclose(d.mean, torch.tensor([123.675, 116.28, 103.53])) and torch.equal(d.std, torch.ones(3))

@@ -92,11 +92,23 @@ def load_data(cfg: DataConfig) -> Data:
     for name, split in (("training", train), ("test", test)):
         if len(split) == 0:
             raise UserError(f"data: the {name} set is empty after data.classes / data.per_class")
-    mean, std = augment.channel_stats(train.x)
+    mean, std = input_scale(cfg.normalize, *augment.channel_stats(train.x))
     info = {"dataset": cfg.dataset, "classes": classes, "train": len(train),
             "val": len(val) if val else 0, "test": len(test), "image_size": train.x.shape[-1],
             **stats_info(mean, std)}
     return Data(train, val, test, classes, mean, std, info)
+
+
+def input_scale(mode: str, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """data.normalize as the (mean, std) that `augment.normalize` subtracts and divides by, in 0-255
+    units, from the data's per-channel mean and std: `unit` keeps them (mean 0, std 1 per channel);
+    `caffe` subtracts the mean and keeps the 0-255 scale (Caffe's CIFAR-10 example subtracts a mean
+    image, its ImageNet ones a per-channel mean: this is the per-channel mean); `none` is x / 255."""
+    if mode == "caffe":
+        return mean, torch.ones_like(std)
+    if mode == "none":
+        return torch.zeros_like(mean), torch.full_like(std, 255.0)
+    return mean, std
 
 
 def stats_info(mean: torch.Tensor, std: torch.Tensor) -> dict[str, list[float]]:
@@ -142,24 +154,24 @@ def load_folder(cfg: DataConfig) -> Data:
     if len(test) == 0:
         raise UserError(f"{root}: none of the {len(test_files)} test images could be read "
                         f"(e.g. {skipped[-1]}); replace them with readable images")
+    mean, std = input_scale(cfg.normalize, augment.IMAGENET_MEAN.clone(), augment.IMAGENET_STD.clone())
     info = {"dataset": cfg.dataset, "root": str(root), "layout": listing.layout, "classes": classes,
             "train": len(train), "val": len(val) if val else 0, "test": len(test),
             "counts": {name: torch.bincount(s.y, minlength=len(classes)).tolist()
                        for name, s in splits.items() if s is not None},
             "image_size": cfg.image_size, "stored_size": size, "skipped": len(skipped),
             "skipped_files": skipped[:folder.SHOW_SKIPPED], "cache": str(cache), "cache_built": built,
-            **stats_info(augment.IMAGENET_MEAN, augment.IMAGENET_STD)}
-    train_tf, eval_tf, batch = folder_transforms(cfg)
-    return Data(train, val, test, classes, augment.IMAGENET_MEAN.clone(), augment.IMAGENET_STD.clone(), info,
+            **stats_info(mean, std)}
+    train_tf, eval_tf, batch = folder_transforms(cfg, (mean, std))
+    return Data(train, val, test, classes, mean, std, info,
                 input_size=cfg.image_size, train_transform=train_tf, eval_transform=eval_tf, train_batch=batch)
 
 
-def folder_transforms(cfg: DataConfig) -> tuple[Callable, Callable, Callable | None]:
+def folder_transforms(cfg: DataConfig, stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[Callable, Callable, Callable | None]:
     """Training: a random-resized crop (or, with data.augment.crop 0, the center) and a flip;
     evaluation: the center crop, as ImageNet is evaluated. The third: the random-resized crop
     and normalization straight from the stored images (see Data.train_batch)."""
     size, aug = cfg.image_size, cfg.augment
-    stats = (augment.IMAGENET_MEAN, augment.IMAGENET_STD)
 
     def train_transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if aug.crop:
