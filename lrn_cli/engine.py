@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, runs
+from . import activity, distributed, runs
 from .config import CONFIG_VERSION, AugmentConfig, Config, TrainConfig, load_config, load_run_config
 from .data import Data, DataWarning, Split, load_data
 from .data.augment import crop_flip, normalize
@@ -443,14 +443,21 @@ class Recorder:
         if self.writer is not None and global_step % 50 == 0:
             self.writer.add_scalar("train/loss_step", loss, global_step)
 
-    def epoch(self, row: dict[str, Any], global_step: int) -> None:
+    def epoch(self, row: dict[str, Any], hists: dict[str, activity.LayerHistogram], global_step: int) -> None:
+        measured = activity.summarize(hists)
         if self.lead:
             for key, value in row.items():
                 if key != "epoch":
                     self.writer.add_scalar(TB_TAGS.get(key, key.replace("_", "/", 1)), value, global_step)
+            for layer, hist in hists.items():
+                activity.tb_histogram(self.writer, f"lrn/{layer}/factor", hist, global_step)
+                for key in ("median", "frac_changed_1pct"):
+                    self.writer.add_scalar(f"lrn/{layer}/{key}", measured[layer][key], global_step)
             self.writer.flush()
             runs.append_jsonl(self.run_dir / runs.METRICS, row)
         self.summary.update(_final_metrics(row))
+        if measured:
+            self.summary.update(lrn_activity=measured, lrn_inert=activity.inert(measured))
 
     def checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         self.tick()
@@ -584,10 +591,10 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                     break
                 # end of an epoch: evaluate, log, checkpoint
                 distributed.sync_buffers(model, world)
-                row = _epoch_metrics(model, data, cfg, device, state, optimizer, time.perf_counter() - epoch_start,
-                                     world)
+                row, hists = _epoch_metrics(model, data, cfg, device, state, optimizer,
+                                            time.perf_counter() - epoch_start, world)
                 state.next_epoch()
-                rec.epoch(row, state.epoch * steps_per_epoch)
+                rec.epoch(row, hists, state.epoch * steps_per_epoch)
                 rec.checkpoint(model, optimizer, scheduler)
                 rec.status(Status.RUNNING)
                 report.line(_epoch_line(row, tc.epochs))
@@ -615,6 +622,8 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
     finally:
         rec.close()
     rec.status(status, **extra)
+    if status == Status.COMPLETED and summary.get("lrn_activity"):
+        report.line(f"{run_dir}: {activity.describe(summary['lrn_activity'])}")
     report.line(_end_line(run_dir, status, summary, where))
     return RunResult(run_dir, summary)
 
@@ -650,22 +659,31 @@ def train_inputs(data: Data, aug: AugmentConfig, idx: torch.Tensor, device: torc
 TB_TAGS = {"lr": "train/lr", "images_per_s": "speed/images_per_s", "epoch_time_s": "speed/epoch_time_s"}
 
 
+# test images whose LRN factors are counted after each epoch but the last, which counts them all
+ACTIVITY_IMAGES = 2000
+
+
 def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.device, state: RunState,
-                   optimizer: torch.optim.Optimizer, epoch_s: float, world: distributed.World) -> dict[str, Any]:
-    """The row of metrics.jsonl for the epoch `state` has just trained."""
+                   optimizer: torch.optim.Optimizer, epoch_s: float,
+                   world: distributed.World) -> tuple[dict[str, Any], dict[str, activity.LayerHistogram]]:
+    """The row of metrics.jsonl for the epoch `state` has just trained, and the LRN layers'
+    factors over the test set (`activity`; the first ACTIVITY_IMAGES but after the last epoch)."""
     row: dict[str, Any] = {
         "epoch": state.epoch + 1,
         "lr": optimizer.param_groups[0]["lr"],
         "train_loss": state.loss_sum / max(state.seen, 1),
         "train_acc": state.correct / max(state.seen, 1),
     }
-    for name, split in (("val", data.val), ("test", data.test)):
-        if split is not None:
-            row.update({f"{name}_{k}": v for k, v in
-                        evaluate(model, split, data, cfg.eval.batch_size, device, world).items()})
+    if data.val is not None:
+        row.update({f"val_{k}": v for k, v in evaluate(model, data.val, data, cfg.eval.batch_size, device, world).items()})
+    last = state.epoch + 1 == cfg.train.epochs
+    with activity.measure(model, None if last else ACTIVITY_IMAGES) as hists:
+        row.update({f"test_{k}": v for k, v in evaluate(model, data.test, data, cfg.eval.batch_size, device, world).items()})
+    for hist in hists.values():  # add up the processes' counts
+        hist.load_numbers(distributed.all_sum(hist.as_numbers(), world, device))
     row["images_per_s"] = state.images_per_s
     row["epoch_time_s"] = epoch_s
-    return row
+    return row, hists
 
 
 def _final_metrics(row: dict[str, Any]) -> dict[str, Any]:

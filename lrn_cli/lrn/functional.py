@@ -17,11 +17,16 @@ from .ops import HALF, check_input, window_sum_of_squares
 IMPLS = ("fused", "reference")
 
 
+def factor(x: torch.Tensor, canon: Canon) -> torch.Tensor:
+    """What LRN multiplies each element by: f = (k + scale * sum_{window} a^2) ^ (-beta)."""
+    return (canon.k + canon.scale * window_sum_of_squares(x, canon)).pow(-canon.beta)
+
+
 def reference(x: torch.Tensor, canon: Canon) -> torch.Tensor:
     """The canonical formula with plain autograd; half types are computed in float32."""
     check_input(x)
     xf = x.float() if x.dtype in HALF else x
-    out = xf * (canon.k + canon.scale * window_sum_of_squares(xf, canon)).pow(-canon.beta)
+    out = xf * factor(xf, canon)
     return keep_format(out.to(x.dtype), x)
 
 
