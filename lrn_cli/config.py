@@ -265,13 +265,16 @@ class ModelConfig(_Strict):
     num_classes: int | None = Field(None, ge=2, description="default: from the dataset")
     width: float = Field(1.0, gt=0, le=16, description="multiplies the channels of every conv and "
                                                         "the outputs of every fc but the last")
-    init: Literal["torch", "kaiming"] = Field("torch", description="torch: PyTorch's default init; kaiming: "
-                                              "He-normal conv and fc weights, zero biases")
+    init: Literal["torch", "kaiming", "caffe"] = Field(
+        "torch", description="torch: PyTorch's default init; kaiming: He-normal conv and fc weights, zero "
+                             "biases; caffe: the fillers of the preset's Caffe prototxt (lrn_cli.presets.CAFFE)")
+    caffe_multipliers: bool = Field(False, description="the lr_mult and decay_mult of each layer of the "
+                                                       "preset's Caffe prototxt, as optimizer parameter groups")
     norm: NormConfig = NormConfig()
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
-        from .presets import PRESETS
+        from .presets import CAFFE, PRESETS
 
         if self.preset is not None and self.layers is not None:
             raise UserError("model: give model.preset (one of "
@@ -282,6 +285,12 @@ class ModelConfig(_Strict):
         if self.preset is not None and self.preset not in PRESETS:
             raise UserError(f"model.preset: unknown preset '{self.preset}'{suggest(self.preset, PRESETS)}; "
                             f"presets are {', '.join(PRESETS)}")
+        for key, used, other in (("init: caffe", self.init == "caffe", "model.init torch or kaiming"),
+                                 ("caffe_multipliers", self.caffe_multipliers, "model.caffe_multipliers false")):
+            if used and self.preset not in CAFFE:
+                net = f"the preset {self.preset}" if self.preset else "a layer list"
+                raise UserError(f"model.{key}: only the presets {', '.join(CAFFE)} carry Caffe's per-layer "
+                                f"fillers and multipliers, {net} has none; use one of them, or {other}")
         for i, item in enumerate(self.layers or []):
             kind, spec = parse_layer(item, f"model.layers[{i}]")
             if kind == "norm":
@@ -391,7 +400,7 @@ class Config(_Strict):
 RUN_ONLY = ("train.threads", "train.device", "train.nproc", "data.cache")
 # keys added after run directories were first named by hash, with their defaults; a key at its
 # default is left out of the identity, so that adding a key renames no run made before it
-ADDED_KEYS: dict[str, Any] = {"data.normalize": "unit"}
+ADDED_KEYS: dict[str, Any] = {"data.normalize": "unit", "model.caffe_multipliers": False}
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:

@@ -40,7 +40,7 @@ from .config import CONFIG_VERSION, AugmentConfig, Config, TrainConfig, load_con
 from .data import Data, DataWarning, Split, load_data
 from .data.augment import crop_flip, normalize
 from .errors import UserError
-from .models import build_model, count_params
+from .models import build_model, count_params, param_groups
 from .perf import keep_freed_memory
 from .runs import Status
 
@@ -83,10 +83,9 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weights only (conv and fc kernels), not on biases or norm scales."""
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    rest = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    """models.param_groups: weight decay on conv and fc weights only (not biases or norm scales),
+    or Caffe's per-layer lr_mult / decay_mult where the model carries them (model.caffe_multipliers)."""
+    groups = param_groups(model, cfg.lr, cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,

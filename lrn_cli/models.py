@@ -22,7 +22,7 @@ from torch import nn
 from .config import ModelConfig, NormConfig, parse_layer, slot_norm
 from .errors import UserError
 from .lrn import LocalResponseNorm
-from .presets import PRESETS
+from .presets import CAFFE, PRESETS, CaffeLayer
 
 
 def layer_list(cfg: ModelConfig) -> list[Any]:
@@ -94,7 +94,60 @@ def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes
     model = nn.Sequential(*modules).train()
     if cfg.init == "kaiming":
         init_kaiming(model)
+    elif cfg.init == "caffe":
+        init_caffe(model, CAFFE[cfg.preset])
+    if cfg.caffe_multipliers:
+        model.caffe_multipliers = caffe_multipliers(model, CAFFE[cfg.preset])
     return model
+
+
+def caffe_layers(model: nn.Module, layers: list[CaffeLayer]) -> list[tuple[str, nn.Module, CaffeLayer]]:
+    """The model's conv and fc layers (module name, module) paired with the prototxt's layers."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if len(found) != len(layers):  # a preset and its CAFFE entry disagree: a bug, not a user's mistake
+        raise AssertionError(f"{len(found)} conv/fc layers, but {len(layers)} Caffe layers: "
+                             f"{[c.name for c in layers]}")
+    return [(name, m, layer) for (name, m), layer in zip(found, layers)]
+
+
+def init_caffe(model: nn.Module, layers: list[CaffeLayer]) -> None:
+    """The fillers of the preset's Caffe prototxt: each conv and fc weight ~ N(0, std^2) with that
+    layer's std, each bias the constant. The stds are Caffe's for its 0-255 input (conv1's 1e-4
+    above all): pair them with data.normalize caffe."""
+    for _, m, layer in caffe_layers(model, layers):
+        nn.init.normal_(m.weight, 0.0, layer.std)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, layer.bias)
+
+
+def caffe_multipliers(model: nn.Module, layers: list[CaffeLayer]) -> dict[str, tuple[float, float]]:
+    """Parameter name -> (lr_mult, decay_mult), from each Caffe layer's two param blocks."""
+    mults: dict[str, tuple[float, float]] = {}
+    for name, m, layer in caffe_layers(model, layers):
+        mults[f"{name}.weight"] = (layer.lr_mult[0], layer.decay_mult[0])
+        if m.bias is not None:
+            mults[f"{name}.bias"] = (layer.lr_mult[1], layer.decay_mult[1])
+    return mults
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups. By default two: weight decay on the conv and fc weights
+    (the parameters of more than one dimension), none on biases and norm scales, all at `lr`. A model
+    built with model.caffe_multipliers has a group per (lr_mult, decay_mult) of its Caffe layers, at
+    lr * lr_mult with weight_decay * decay_mult, as Caffe's SGD applies them (its biases decay too,
+    decay_mult 1, where the prototxt does not say 0); a parameter of no Caffe layer (a BatchNorm
+    in a norm slot) gets lr and no decay. The (1, 1) group comes first: param_groups[0]'s lr is the
+    schedule's."""
+    mults: dict[str, tuple[float, float]] | None = getattr(model, "caffe_multipliers", None)
+    if not mults:
+        decay = [p for p in model.parameters() if p.dim() > 1]
+        rest = [p for p in model.parameters() if p.dim() <= 1]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {(1.0, 1.0): []}
+    for name, p in model.named_parameters():
+        groups.setdefault(mults.get(name, (1.0, 0.0)), []).append(p)
+    return [{"params": ps, "lr": lr * lr_mult, "weight_decay": weight_decay * decay_mult}
+            for (lr_mult, decay_mult), ps in groups.items() if ps]
 
 
 def init_kaiming(model: nn.Module) -> None:

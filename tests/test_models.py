@@ -9,13 +9,14 @@ from lrn_cli import config
 from lrn_cli.config import load_config
 from lrn_cli.errors import UserError
 from lrn_cli.lrn import LocalResponseNorm, conventions
-from lrn_cli.models import build_model, count_params
+from lrn_cli.models import build_model, count_params, param_groups
+from lrn_cli.presets import CAFFE, PRESETS
 
 from conftest import REPO
 
 
-def model_of(layers=None, norm=None, preset=None, size=32, classes=10):
-    raw = {"model": {"preset": preset, "layers": layers, "norm": norm or {}}}
+def model_of(layers=None, norm=None, preset=None, size=32, classes=10, **model):
+    raw = {"model": {"preset": preset, "layers": layers, "norm": norm or {}, **model}}
     return build_model(load_config(raw).model, 3, size, classes)
 
 
@@ -31,8 +32,117 @@ def test_cifar10_full_preset_is_caffes_network():
     assert m[-1].in_features == 64 * 4 * 4  # Caffe's ceil-mode pooling: 32 -> 16 -> 8 -> 4
     lrn = m[3]
     assert (lrn.size, lrn.alpha, lrn.beta, lrn.region, lrn.convention) == (3, 5e-5, 0.75, "within", "caffe")
-    assert count_params(m) == 89578  # 2432 + 25632 + 51264 + 10250, as in Caffe
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_cifar10_quick_preset_is_caffes_network():
+    """Caffe's examples/cifar10/cifar10_quick_train_test.prototxt: no LRN, ip1 (64) straight into
+    ip2 (no ReLU between them)."""
+    m = model_of(preset="cifar10_quick")
+    kinds = [type(x).__name__ for x in m]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "ReLU", "AvgPool2d",
+                     "Conv2d", "ReLU", "AvgPool2d", "Flatten", "Linear", "Linear"]
+    assert [(x.in_features, x.out_features) for x in m if isinstance(x, nn.Linear)] == [(64 * 4 * 4, 64), (64, 10)]
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def conv(c_in, c_out, k):
+    return c_in * c_out * k * k + c_out
+
+
+def fc(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+@pytest.mark.parametrize("preset, source, expected", [
+    # BVLC/caffe examples/cifar10/cifar10_full_train_test.prototxt: conv1, conv2, conv3 (5x5, pad 2;
+    # 32, 32, 64 outputs), ceil-mode 3/2 pools (32 -> 16 -> 8 -> 4), ip1 (10)
+    ("cifar10_full", "examples/cifar10/cifar10_full_train_test.prototxt",
+     conv(3, 32, 5) + conv(32, 32, 5) + conv(32, 64, 5) + fc(64 * 4 * 4, 10)),  # 89,578
+    # BVLC/caffe examples/cifar10/cifar10_quick_train_test.prototxt: the same convs and pools,
+    # ip1 (64), ip2 (10)
+    ("cifar10_quick", "examples/cifar10/cifar10_quick_train_test.prototxt",
+     conv(3, 32, 5) + conv(32, 32, 5) + conv(32, 64, 5) + fc(64 * 4 * 4, 64) + fc(64, 10)),  # 145,578
+])
+def test_caffe_presets_have_their_prototxts_parameter_count(preset, source, expected):
+    assert count_params(model_of(preset=preset)) == expected, source
+    assert count_params(model_of(preset=preset, norm={"type": "none"})) == expected  # LRN has no parameters
+
+
+# the weight_filler std of each conv and fc layer, as BVLC/caffe's prototxts write it (all biases:
+# bias_filler constant, value 0)
+PROTOTXT_STD = {
+    "cifar10_full": [1e-4, 0.01, 0.01, 0.01],        # examples/cifar10/cifar10_full_train_test.prototxt
+    "cifar10_quick": [1e-4, 0.01, 0.01, 0.1, 0.1],   # examples/cifar10/cifar10_quick_train_test.prototxt
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PROTOTXT_STD))
+def test_caffe_init_draws_the_prototxts_fillers(preset):
+    assert set(CAFFE) == set(PROTOTXT_STD)
+    torch.manual_seed(0)
+    m = model_of(preset=preset, init="caffe")
+    layers = [x for x in m if isinstance(x, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == len(PROTOTXT_STD[preset])
+    for layer, std in zip(layers, PROTOTXT_STD[preset]):
+        w, n = layer.weight.detach().double(), layer.weight.numel()
+        # a sample std of n normal draws is off by about std / sqrt(2n); the mean by std / sqrt(n)
+        assert w.std().item() == pytest.approx(std, rel=5 / (2 * n) ** 0.5), (layer, std)
+        assert abs(w.mean().item()) < 5 * std / n ** 0.5
+        assert layer.bias.abs().max().item() == 0
+    torch.manual_seed(0)
+    again = model_of(preset=preset, init="caffe").state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("model, needle", [
+    ({"preset": "alexnet", "init": "caffe"}, "model.init: caffe: only the presets cifar10_full, cifar10_quick"),
+    ({"layers": [{"conv": 8}, "flatten", "fc"], "init": "caffe"}, "a layer list has none"),
+    ({"preset": "alexnet", "caffe_multipliers": True}, "model.caffe_multipliers: only the presets"),
+])
+def test_caffe_settings_need_a_preset_that_has_them(model, needle):
+    with pytest.raises(UserError, match=needle) as e:
+        load_config({"model": model})
+    assert "\n" not in str(e.value)
+    assert set(CAFFE) <= set(PRESETS)
+
+
+def groups_by_name(model, lr=0.001, wd=0.004):
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for g in param_groups(model, lr, wd):
+        for p in g["params"]:
+            out[names[id(p)]] = (g.get("lr", lr) / lr, g["weight_decay"] / wd)
+    assert sorted(out) == sorted(names.values())  # every parameter, once
+    return out
+
+
+def test_caffe_multipliers_are_the_prototxts_lr_mult_and_decay_mult():
+    """examples/cifar10/cifar10_full_train_test.prototxt: conv1, conv2 and ip1 biases lr_mult 2;
+    conv3 has no param blocks (1, 1); ip1's weights decay_mult 250, its bias 0; Caffe's other
+    biases decay (decay_mult defaults to 1)."""
+    m = model_of(preset="cifar10_full", caffe_multipliers=True)
+    got = groups_by_name(m)
+    conv1, conv2, conv3, ip1 = (name for name, x in m.named_children() if isinstance(x, (nn.Conv2d, nn.Linear)))
+    assert got == {f"{conv1}.weight": (1, 1), f"{conv1}.bias": (2, 1), f"{conv2}.weight": (1, 1),
+                   f"{conv2}.bias": (2, 1), f"{conv3}.weight": (1, 1), f"{conv3}.bias": (1, 1),
+                   f"{ip1}.weight": (1, 250), f"{ip1}.bias": (2, 0)}
+    first = param_groups(m, 0.001, 0.004)[0]  # the group at the schedule's own rate comes first
+    assert (first["lr"], first["weight_decay"]) == (0.001, 0.004)
+    assert [id(p) for p in first["params"]] == [id(p) for p in (m[0].weight, m[4].weight, m[8].weight, m[8].bias)]
+    quick = groups_by_name(model_of(preset="cifar10_quick", caffe_multipliers=True))
+    assert all(v == ((1, 1) if k.endswith("weight") else (2, 1)) for k, v in quick.items()) and len(quick) == 10
+    # a BatchNorm in a norm slot is no Caffe layer: the base rate, no decay
+    bn = groups_by_name(model_of(preset="cifar10_full", norm={"type": "batchnorm"}, caffe_multipliers=True))
+    assert bn["3.weight"] == bn["3.bias"] == (1, 0) and bn["0.bias"] == (2, 1)
+
+
+def test_default_groups_decay_weights_only():
+    m = model_of(preset="cifar10_full", init="caffe")
+    got = groups_by_name(m)
+    assert all(v == ((1, 1) if k.endswith("weight") else (1, 0)) for k, v in got.items())
+    assert [len(g["params"]) for g in param_groups(m, 0.1, 5e-4)] == [4, 4]
+    assert all("lr" not in g for g in param_groups(m, 0.1, 5e-4))
 
 
 @pytest.mark.parametrize("norm_type, cls", [("none", nn.Identity), ("batchnorm", nn.BatchNorm2d),
@@ -110,3 +220,15 @@ def test_lrn_parameters_are_checked_once_per_parameter_set(monkeypatch):
     m = build_model(load_config({"model": {"layers": layers}}).model, 3, 8, 10)
     m(torch.randn(2, 3, 8, 8))
     assert sorted(c["size"] for c in checked) == [3, 5, 7] and (m[1].size, m[2].size, m[3].size) == (3, 5, 7)
+
+
+def test_make_optimizer_takes_caffes_multipliers():
+    from lrn_cli.engine import make_optimizer
+
+    cfg = load_config(REPO / "configs" / "caffe_cifar10_full.yaml")
+    m = build_model(cfg.model, 3, 32, 10)
+    opt = make_optimizer(m, cfg.train)
+    by = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert by[id(m[0].bias)] == pytest.approx((0.002, 0.004))  # conv1 bias: lr_mult 2, decay_mult 1
+    assert by[id(m[-1].weight)] == pytest.approx((0.001, 1.0)) and by[id(m[-1].bias)] == pytest.approx((0.002, 0.0))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)  # the (1, 1) group: the logged lr is the schedule's
