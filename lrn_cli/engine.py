@@ -5,7 +5,7 @@ run (validate, load data, build the model, read the checkpoint: every user error
 before anything is written); `_fit` is the loop (per epoch: `train_one_epoch`, `evaluate`, then
 the `Recorder` logs and checkpoints), with one way out that records the run's status. `RunState`
 is where the run is, and converts to and from the checkpoint; the `Recorder` owns everything the
-run writes (summary, metrics, checkpoint, TensorBoard) and writes nothing on ranks > 0.
+run writes (summary, metrics, checkpoint, predictions, TensorBoard) and writes nothing on ranks > 0.
 Every random draw of a step comes from a seed derived from (seed, epoch, step),
 so a run resumed from any checkpoint, even one taken mid-epoch, repeats an uninterrupted run
 bit for bit on the CPU.
@@ -100,11 +100,16 @@ def pick_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, data: Data, batch_size: int, device: torch.device,
-             world: distributed.World = distributed.World()) -> dict[str, float]:
+             world: distributed.World = distributed.World(),
+             predictions: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Cross-entropy loss, top-1 and top-5 accuracy (fractions) over a whole split. In a world of
     several processes each evaluates a contiguous run of the batches one process would, and the
-    sums are added up: the same numbers (up to the order of the loss sum), sooner."""
+    sums are added up: the same numbers (up to the order of the loss sum), sooner.
+
+    `predictions`, a list, receives one int16 tensor: the top-1 class of every image of the split,
+    in the split's order, on every rank (the ranks' contiguous shards gathered in rank order)."""
     model.eval()
+    mine_top1: list[torch.Tensor] = []
     mean, std = data.mean.to(device), data.std.to(device)
     loss = correct1 = correct5 = 0.0
     k = min(5, data.num_classes)
@@ -118,9 +123,27 @@ def evaluate(model: nn.Module, split: Split, data: Data, batch_size: int, device
         top = logits.topk(k, dim=1).indices
         correct1 += (top[:, 0] == y).sum().item()
         correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        if predictions is not None:
+            mine_top1.append(top[:, 0].to("cpu", torch.int16))
     loss, correct1, correct5 = distributed.all_sum([loss, correct1, correct5], world, device)
+    if predictions is not None:
+        predictions.append(_gather_in_order(torch.cat(mine_top1) if mine_top1 else
+                                            torch.zeros(0, dtype=torch.int16), world))
     n = max(len(split), 1)
     return {"loss": loss / n, "acc": correct1 / n, "top5": correct5 / n}
+
+
+def _gather_in_order(part: torch.Tensor, world: distributed.World) -> torch.Tensor:
+    """Every rank's `part` (a CPU tensor: its contiguous shard of a split), concatenated in rank
+    order, on every rank; `part` itself in a world of one. all_gather_object: a few tens of KB
+    once per run, over gloo or nccl alike."""
+    if world.size == 1:
+        return part
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world.size
+    dist.all_gather_object(parts, part.numpy())
+    return torch.cat([torch.from_numpy(p) for p in parts])
 
 
 class StopSignals:
@@ -442,7 +465,17 @@ class Recorder:
         if self.writer is not None and global_step % 50 == 0:
             self.writer.add_scalar("train/loss_step", loss, global_step)
 
-    def epoch(self, row: dict[str, Any], hists: dict[str, activity.LayerHistogram], global_step: int) -> None:
+    def epoch(self, row: dict[str, Any], hists: dict[str, activity.LayerHistogram], global_step: int,
+              predictions: Any = None) -> None:
+        """Log an epoch's metrics and LRN activity; `predictions` (the last epoch's: (predicted,
+        true) classes of the test images, int16 arrays in the split's order) to test_labels.npy
+        and predictions.npy, atomically, the labels first (a run with predictions has both)."""
+        if predictions is not None and self.lead:
+            import numpy as np
+
+            for name, array in ((runs.TEST_LABELS, predictions[1]), (runs.PREDICTIONS, predictions[0])):
+                runs.atomic_write(self.run_dir / name, lambda f, a=array: np.save(f, a, allow_pickle=False),
+                                  mode="wb")
         measured = activity.summarize(hists)
         if self.lead:
             for key, value in row.items():
@@ -590,10 +623,10 @@ def _fit(cfg: Config, run_dir: Path, data: Data, model: nn.Module, device: torch
                     break
                 # end of an epoch: evaluate, log, checkpoint
                 distributed.sync_buffers(model, world)
-                row, hists = _epoch_metrics(model, data, cfg, device, state, optimizer,
-                                            time.perf_counter() - epoch_start, world)
+                row, hists, predictions = _epoch_metrics(model, data, cfg, device, state, optimizer,
+                                                         time.perf_counter() - epoch_start, world)
                 state.next_epoch()
-                rec.epoch(row, hists, state.epoch * steps_per_epoch)
+                rec.epoch(row, hists, state.epoch * steps_per_epoch, predictions)
                 rec.checkpoint(model, optimizer, scheduler)
                 rec.status(Status.RUNNING)
                 report.line(_epoch_line(row, tc.epochs))
@@ -664,9 +697,10 @@ ACTIVITY_IMAGES = 2000
 
 def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.device, state: RunState,
                    optimizer: torch.optim.Optimizer, epoch_s: float,
-                   world: distributed.World) -> tuple[dict[str, Any], dict[str, activity.LayerHistogram]]:
-    """The row of metrics.jsonl for the epoch `state` has just trained, and the LRN layers'
-    factors over the test set (`activity`; the first ACTIVITY_IMAGES but after the last epoch)."""
+                   world: distributed.World) -> tuple[dict[str, Any], dict[str, activity.LayerHistogram], Any]:
+    """The row of metrics.jsonl for the epoch `state` has just trained, the LRN layers' factors
+    over the test set (`activity`; the first ACTIVITY_IMAGES but after the last epoch), and after
+    the last epoch the test images' (predicted, true) classes as int16 arrays (else None)."""
     row: dict[str, Any] = {
         "epoch": state.epoch + 1,
         "lr": optimizer.param_groups[0]["lr"],
@@ -676,13 +710,16 @@ def _epoch_metrics(model: nn.Module, data: Data, cfg: Config, device: torch.devi
     if data.val is not None:
         row.update({f"val_{k}": v for k, v in evaluate(model, data.val, data, cfg.eval.batch_size, device, world).items()})
     last = state.epoch + 1 == cfg.train.epochs
+    top1: list[torch.Tensor] | None = [] if last else None
     with activity.measure(model, None if last else ACTIVITY_IMAGES) as hists:
-        row.update({f"test_{k}": v for k, v in evaluate(model, data.test, data, cfg.eval.batch_size, device, world).items()})
+        row.update({f"test_{k}": v for k, v in evaluate(model, data.test, data, cfg.eval.batch_size, device, world,
+                                                        top1).items()})
     for hist in hists.values():  # add up the processes' counts
         hist.load_numbers(distributed.all_sum(hist.as_numbers(), world, device))
     row["images_per_s"] = state.images_per_s
     row["epoch_time_s"] = epoch_s
-    return row, hists
+    predictions = (top1[0].numpy(), data.test.y.to(torch.int16).numpy()) if top1 else None
+    return row, hists, predictions
 
 
 def _final_metrics(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Run directories: creation, atomic writes and the files other parts rely on.
 
 A run directory holds `config.yaml` (fully resolved), `metrics.jsonl` (one object per epoch),
-`summary.json`, `checkpoint.pt` and TensorBoard event files. Every file that must survive a
+`summary.json`, `checkpoint.pt`, `predictions.npy` and `test_labels.npy`, and TensorBoard event
+files. Every file that must survive a
 crash is written to a temporary file in the same folder and renamed into place.
 """
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .errors import UserError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"
+# the last epoch's top-1 class of every test image and its true class (int16, the test split's
+# order): what paired tests between runs on the same test images need (report.py)
+PREDICTIONS, TEST_LABELS = "predictions.npy", "test_labels.npy"
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
