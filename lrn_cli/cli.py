@@ -224,6 +224,34 @@ def bench(device: str, dtypes: tuple[str, ...], repeats: int, threads: int | Non
         write_text(Path(json_file), json.dumps(result, indent=2) + "\n")
 
 
+@main.command("eval")
+@click.argument("path", metavar="RUN_OR_SWEEP_DIR")
+@click.option("--corruptions", metavar="WHICH",
+              help="all, a family (noise, blur, weather, digital, extra, lighting, benchmark), or names and "
+                   "families separated by commas (default: the run's eval.corruptions, or all if none).")
+@click.option("--set", "overrides", multiple=True, metavar="eval.KEY=VALUE",
+              help="Override an eval key (repeatable), e.g. --set eval.corruption_per_class=100 "
+                   "--set eval.severities=[3].")
+@click.option("--force", is_flag=True, help="Evaluate again runs already evaluated with the same settings.")
+def eval_command(path: str, corruptions: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Measure a finished run's accuracy on corrupted test images (no training): clean, and every
+    corruption x severity. On a sweep directory, every completed run, resumably (a run already
+    evaluated with the same settings is skipped), then the sweep's report is refreshed.
+
+    Writes RUN/robustness.json, the `robustness` figures of RUN/summary.json, TensorBoard scalars
+    and RUN/plots/corruptions.png.
+
+    \b
+    lrn eval runs/cifar10_full-20260101-120000
+    lrn eval runs/sweeps/robustness --corruptions lighting,noise --set eval.corruption_per_class=200
+    """
+    from .robust import evaluate_path
+
+    if corruptions is not None and "," in corruptions:
+        corruptions = "[" + corruptions + "]"
+    sys.exit(evaluate_path(path, corruptions, overrides, force, line=lambda text: click.echo(text, err=True)))
+
+
 @main.command()
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--onnx", "onnx_file", required=True, metavar="FILE", help="The ONNX file to write.")

@@ -336,7 +336,53 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """How a trained network is evaluated: never part of the run's identity (`Config.identity`).
+    The corrupted evaluations (`lrn_cli.robust`) run on the test split after training, and with
+    `lrn eval`."""
+
     batch_size: int = Field(500, ge=1)
+    corruptions: Union[str, list[str]] = Field(
+        "none", description="corrupted test sets to evaluate after training: none, all, a family (noise, blur, "
+                            "weather, digital, extra, lighting, benchmark = the 15) or a list of names and families")
+    severities: list[int] = Field([1, 2, 3, 4, 5], description="corruption severities, each 1-5")
+    corruption_seed: int = Field(0, ge=0, description="seed of the corruptions' random draws")
+    corruption_table: Literal["auto", "cifar10", "tinyimagenet", "imagenet"] = Field(
+        "auto", description="the reference's severity parameters: those of CIFAR-10-C (32 px), Tiny-ImageNet-C "
+                            "(64 px) or ImageNet-C (224 px); auto: by the network's input size (below 48 px "
+                            "CIFAR's, below 96 px Tiny-ImageNet's, else ImageNet's)")
+    corruption_per_class: int | None = Field(None, ge=1, description="test images per class for the corrupted "
+                                             "evaluations (stratified, fixed; default: all)")
+    corruptions_root: str | None = Field(None, description="released CIFAR-10-C .npy files or an ImageNet-C / "
+                                         "Tiny-ImageNet-C tree to read in place of corrupting on the fly")
+
+    @field_validator("corruptions")
+    @classmethod
+    def _corruptions(cls, v: str | list[str]) -> str | list[str]:
+        if v != "none":
+            from .data.corruptions import resolve  # torch: only where corruptions are asked for
+
+            resolve(v)  # a ValueError naming the entry, with the closest name
+        return v
+
+    @field_validator("severities", mode="before")
+    @classmethod
+    def _severities(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+            if not v or any(not 1 <= s <= 5 for s in v):
+                raise ValueError("each severity must be 1, 2, 3, 4 or 5, e.g. [1, 2, 3, 4, 5] or [3]")
+            return sorted(set(v))
+        return v
+
+    @property
+    def corruption_names(self) -> list[str]:
+        """eval.corruptions as corruption names, in the benchmark's order."""
+        if self.corruptions == "none":
+            return []
+        from .data.corruptions import resolve
+
+        return resolve(self.corruptions)
 
 
 class Config(_Strict):

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import activity, distributed, runs
+from . import activity, distributed, robust, runs
 from .config import CONFIG_VERSION, AugmentConfig, Config, TrainConfig, load_config, load_run_config
 from .data import Data, DataWarning, Split, load_data
 from .data.augment import crop_flip, normalize
@@ -239,8 +239,9 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
         cfg = load_config(cfg, [f"train.nproc={nproc}"])
     summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir else None
     if summary and summary.get("status") == Status.COMPLETED:
-        Reporter(quiet or world.rank > 0).line(f"{run_dir}: already completed, nothing to do")
-        return RunResult(run_dir, summary)
+        report = Reporter(quiet or world.rank > 0)
+        report.line(f"{run_dir}: already completed" + ("" if cfg.eval.corruptions != "none" else ", nothing to do"))
+        return _robustness(RunResult(run_dir, summary), cfg, None, world, report)
 
     # everything that can fail because of the user happens here, before anything is written
     processes = world.size if world.joined else cfg.train.nproc
@@ -255,6 +256,8 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
         raise UserError(f"model.num_classes: {num_classes} outputs for {data.num_classes} classes; "
                         "leave it unset to take the dataset's")
     check_processes(cfg.train, len(data.train), device, processes, world.local_size if world.joined else processes)
+    if cfg.eval.corruptions != "none":
+        robust.check(cfg, data)  # a bad eval.corruptions_root is found before training, not after
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, data.channels, data.image_size, num_classes)
     ckpt = read_checkpoint(run_dir, cfg, device) if run_dir else None
@@ -267,11 +270,28 @@ def train(config: str | Path | dict[str, Any] | Config | None = None, overrides:
     with runs.locked(run_dir, "this run directory") if take_lock else nullcontext():
         if world.rank == 0 and not (run_dir / runs.CONFIG).exists():
             runs.write_text(run_dir / runs.CONFIG, cfg.to_yaml())
+        report = Reporter(quiet or world.rank > 0)
+        if cfg.eval.corruptions != "none" and not ckpt:
+            report.line(robust.cost_line(cfg.eval.corruption_names, cfg.eval.severities,
+                                         len(robust.selection(data.test.y, cfg.eval.corruption_per_class)), None)
+                        + ", after training")
         if processes > 1 and not world.joined:  # start the workers (each loads its own data and model)
             del data, model, ckpt
-            return _launch(cfg, run_dir, processes, quiet)
-        result = _fit(cfg, run_dir, data, model.to(device), device, ckpt, Reporter(quiet or world.rank > 0), world)
+            return _robustness(_launch(cfg, run_dir, processes, quiet), cfg, None, world, report)
+        result = _fit(cfg, run_dir, data, model.to(device), device, ckpt, report, world)
     distributed.finish(world)
+    return _robustness(result, cfg, data, world, report)
+
+
+def _robustness(result: RunResult, cfg: Config, data: Data | None, world: distributed.World,
+                report: Reporter) -> RunResult:
+    """A completed run's corrupted evaluations (eval.corruptions), unless done with the same
+    settings: by the process that holds the run (rank 0, or the parent of launched workers)."""
+    if (cfg.eval.corruptions == "none" or result.summary.get("status") != Status.COMPLETED or world.rank > 0
+            or distributed.LOCKED_RUN_DIR in os.environ):
+        return result
+    if robust.evaluate_run(result.run_dir, cfg=cfg, data=data, line=report.line) is not None:
+        result = RunResult(result.run_dir, runs.read_json(result.run_dir / runs.SUMMARY) or result.summary)
     return result
 
 

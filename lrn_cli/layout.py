@@ -5,8 +5,13 @@ rewrites, and `lrn board` serves (sweep.py, report.py and tb.py import them from
     SWEEP/sweep.json                              the run table: every run, its point and its directory
     SWEEP/RUN/                                    one run directory per run (runs.py), named by `run_name`
     SWEEP/RUN/events.out.tfevents.0.lrn-hparams   the run's HParams session
+    SWEEP/RUN/robustness.json                     the run's accuracy under common corruptions
+    SWEEP/RUN/plots/corruptions.png               the corruptions it was evaluated on, on a few test images
+    SWEEP/RUN/events.out.tfevents.0.lrn-robustness  its robustness scalars and the grid (`lrn eval`)
+    SWEEP/RUN/events.out.tfevents.0.lrn-mce       its mCE and relative mCE against the sweep's baseline
     SWEEP/events.out.tfevents.0.lrn-hparams-config  the HParams experiment (the swept keys)
-    SWEEP/results.csv, results.md, plots/*.png    the report
+    SWEEP/results.csv, results.md, plots/*.png    the report (plots/robust_*.png, corruption_grid.png:
+                                                  robustness, where runs have robustness.json)
     SWEEP/.lock                                   held while a driver runs in the sweep
 """
 from __future__ import annotations
@@ -22,6 +27,10 @@ RESULTS_MD = "results.md"
 PLOTS = "plots"
 HPARAMS_CONFIG = "events.out.tfevents.0.lrn-hparams-config"
 HPARAMS_RUN = "events.out.tfevents.0.lrn-hparams"
+ROBUSTNESS = "robustness.json"
+RUN_CORRUPTION_GRID = "plots/corruptions.png"  # in a run directory
+ROBUST_MCE = "events.out.tfevents.0.lrn-mce"  # RUN/: robust/mce, robust/relative_mce, rewritten by every report
+ROBUSTNESS_EVENTS = "events.out.tfevents.0.lrn-robustness"  # RUN/: `lrn eval`'s scalars and images (robust.py)
 
 MAX_WHAT = 60  # characters of a run directory's name that say what the run is
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -14,6 +14,10 @@ interval of the accuracy difference, seeds resampled first and images within eac
 (`hierarchical_bootstrap`): the evidence about a config stays at the level of its seeds, never
 pooling images across seeds as if they were independent. Runs made before predictions were kept
 get "—" there.
+
+Where runs have a robustness.json (accuracy under common corruptions, robust.py), robust_report.py
+adds the mCE, relative mCE and drops to results.csv, a Robustness section to results.md, its plots
+and each run's mCE for the HParams dashboard.
 """
 from __future__ import annotations
 
@@ -255,17 +259,21 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
 
     baseline = next((g for g in groups if g.label == plan.get("baseline")), None)
     paired = {g.group: _paired(g, baseline) for g in groups if baseline is not None and g is not baseline}
+    from . import robust_report  # here: it imports this module's statistics
+
+    robust = robust_report.analyse(plan, rows, groups, baseline)  # None: no run has robustness.json
 
     # results.csv: one row per run
     by_run = {m["run_id"]: m for p in paired.values() for m in p["mcnemar"]}
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["run_id", "run_dir", "label", *swept, "seed", "status", *METRIC_KEYS, *PAIRED_KEYS])
+    w.writerow(["run_id", "run_dir", "label", *swept, "seed", "status", *METRIC_KEYS, *PAIRED_KEYS,
+                *robust_report.csv_columns(robust)])
     for r in rows:
         m = by_run.get(r["run_id"], {})
         w.writerow([r["run_id"], r["dir"], r["label"], *[get_key(r["config"], k) for k in swept], r["seed"],
                     r["status"], *[r[k] for k in METRIC_KEYS], r["git_commit"], r["lrn_inert"],
-                    m.get("a_only"), m.get("b_only"), m.get("p")])
+                    m.get("a_only"), m.get("b_only"), m.get("p"), *robust_report.csv_cells(robust, r)])
     runs.write_text(sweep_dir / RESULTS_CSV, buf.getvalue())
 
     # one row per config
@@ -292,10 +300,13 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     best = max(means, key=lambda e: e["test_acc"]["mean"]) if means else None
     for e in table:
         e["best"] = e is best
-    runs.write_text(sweep_dir / RESULTS_MD, _markdown(plan, table, rows, baseline))
+    runs.write_text(sweep_dir / RESULTS_MD, _markdown(plan, table, rows, baseline)
+                    + robust_report.markdown(robust, plan.get("baseline")))
     _plots(sweep_dir, plan, table, groups, baseline)
+    robust_report.write(sweep_dir, plan, rows, robust)
     return {"table": table, "rows": len(rows), "completed": sum(r["status"] == Status.COMPLETED for r in rows),
-            "failed": sum(r["status"] in runs.FAILURES for r in rows)}
+            "failed": sum(r["status"] in runs.FAILURES for r in rows),
+            "robustness": None if robust is None else robust.table}
 
 
 def _predictions(run_dir: Path) -> tuple[Any, Any] | None:

@@ -289,6 +289,21 @@ class Display:
             print(file=sys.stderr, flush=True)
 
 
+def robustness_pending(run_dir: Path, config: dict[str, Any]) -> bool:
+    """Whether a completed run still lacks the corrupted evaluations its config's eval.* asks for
+    (judged on the settings the config decides; `lrn_cli.robust.done` checks them all)."""
+    ev = config.get("eval") or {}
+    if ev.get("corruptions", "none") == "none":
+        return False
+    from .data.corruptions import resolve  # torch, only for sweeps that evaluate corruptions
+
+    found = (runs.read_json(run_dir / "robustness.json") or {}).get("settings") or {}
+    want = {"corruptions": resolve(ev["corruptions"]), "severities": sorted(set(ev.get("severities", [1, 2, 3, 4, 5]))),
+            "seed": ev.get("corruption_seed", 0), "per_class": ev.get("corruption_per_class"),
+            "root": ev.get("corruptions_root")}
+    return any(found.get(k) != v for k, v in want.items())
+
+
 def prepare(sweep_dir: Path, run: Run, threads: int) -> None:
     """The run's directory with its config, as `lrn train --resume` expects it: the `threads` CPUs
     that the executor gives each run shared among its train.nproc processes (threads are not part
@@ -362,7 +377,11 @@ def ablate(spec_path: str | Path, out: str | Path = "runs", jobs: int | None = N
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with runs.locked(sweep_dir, "this sweep directory"):
         status = {r.run_id: runs.run_status(sweep_dir / r.dir) for r in todo_all}
-        done = [r for r in todo_all if status[r.run_id] == runs.Status.COMPLETED]
+        # completed, and evaluated as eval.corruptions asks (a run stopped while it was being
+        # evaluated, or a spec that asks for corrupted evaluations since, is run again: `lrn train`
+        # on a completed run only evaluates it)
+        done = [r for r in todo_all if status[r.run_id] == runs.Status.COMPLETED
+                and not robustness_pending(sweep_dir / r.dir, r.config)]
         busy = [r for r in todo_all  # held by a live process (a job of an earlier driver)
                 if status[r.run_id] != runs.Status.COMPLETED and runs.is_locked(sweep_dir / r.dir)]
         skip = {r.run_id for r in done + busy}

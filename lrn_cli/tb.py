@@ -25,14 +25,21 @@ from .layout import HPARAMS_CONFIG as CONFIG_FILE, HPARAMS_RUN as RUN_FILE
 from .runs import SIGNAL_EXIT, Status, atomic_write
 
 METRICS = [("test/acc", "test accuracy"), ("test/top5", "test top-5"), ("test/loss", "test loss"),
-           ("train/loss", "train loss"), ("val/acc", "validation accuracy")]
+           ("train/loss", "train loss"), ("val/acc", "validation accuracy"),
+           # robustness to common corruptions: the per-run evaluation writes the first four (fractions;
+           # drops are clean minus corrupted accuracy), `lrn report` the last two (1.0 = the baseline's
+           # mCE), which depend on the sweep's baseline (robust_report.py)
+           ("robust/corrupted_acc", "mean corrupted accuracy"), ("robust/drop", "drop under corruption"),
+           ("robust/lighting_drop", "drop under lighting"), ("robust/noise_drop", "drop under noise"),
+           ("robust/mce", "mCE (1 = baseline)"), ("robust/relative_mce", "relative mCE (1 = baseline)")]
 STATUS = {Status.COMPLETED: api_pb2.STATUS_SUCCESS, Status.FAILED: api_pb2.STATUS_FAILURE,
           Status.DIVERGED: api_pb2.STATUS_FAILURE, Status.RUNNING: api_pb2.STATUS_RUNNING}  # else unknown
 
 
-def _write_events(path: Path, summaries: list[summary_pb2.Summary]) -> None:
-    """Write an event file holding `summaries` at `path`, atomically (TensorBoard's own record
-    format and protos; no torch, so a sweep's parent process stays light)."""
+def write_events(path: Path, summaries: list[summary_pb2.Summary | tuple[summary_pb2.Summary, int]]) -> None:
+    """Write an event file holding `summaries` (each at step 0, or a (summary, step) pair) at
+    `path`, atomically (TensorBoard's own record format and protos; no torch, so a sweep's
+    parent process stays light). A file of a fixed name, rewritten whole, never duplicates."""
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
@@ -40,10 +47,17 @@ def _write_events(path: Path, summaries: list[summary_pb2.Summary]) -> None:
         w = RecordWriter(f)
         now = time.time()
         w.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
-        for s in summaries:
-            w.write(event_pb2.Event(wall_time=now, step=0, summary=s).SerializeToString())
+        for item in summaries:
+            summary, step = item if isinstance(item, tuple) else (item, 0)
+            w.write(event_pb2.Event(wall_time=now, step=step, summary=summary).SerializeToString())
 
     atomic_write(path, write, mode="wb")
+
+
+def write_scalars(path: Path, values: dict[str, float], step: int = 0) -> None:
+    """An event file at `path` holding one scalar per tag at `step`, replacing it atomically."""
+    write_events(Path(path), [(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(v))]),
+                               step) for tag, v in values.items()])
 
 
 def hparam_value(value: Any) -> bool | float | str:
@@ -80,7 +94,7 @@ def write_hparams_config(sweep_dir: Path, keys: list[str], configs: list[dict[st
         domain = hp.Discrete(values) if len(kinds) == 1 and values else None
         hparams.append(hp.HParam(key, domain))
     metrics = [hp.Metric(tag, display_name=name) for tag, name in METRICS]
-    _write_events(Path(sweep_dir) / CONFIG_FILE, [hp.hparams_config_pb(hparams, metrics)])
+    write_events(Path(sweep_dir) / CONFIG_FILE, [hp.hparams_config_pb(hparams, metrics)])
 
 
 def write_run_hparams(run_dir: Path, hparams: dict[str, Any], trial_id: str, status: str,
@@ -93,7 +107,7 @@ def write_run_hparams(run_dir: Path, hparams: dict[str, Any], trial_id: str, sta
                                                         end_time_secs=time.time()))
     end.value.add(tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(info),
                   tensor=metadata.NULL_TENSOR)
-    _write_events(Path(run_dir) / RUN_FILE, [start, end])
+    write_events(Path(run_dir) / RUN_FILE, [start, end])
 
 
 def board(logdir: Path, port: int, grace_s: float = 10.0) -> int:
