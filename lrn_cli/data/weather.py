@@ -2,41 +2,44 @@
 hendrycks/robustness, ImageNet-C/create_c): fog, frost, snow, spatter, as batched torch code.
 
 Every corruption is `fn(x, severity, table, rand) -> y` (see `lrn_cli.data.imageops`): x float32
-(N, 3, H, W) on [0, 1], y float32 on the 0..1 scale before the caller's clip and truncation.
-Each image draws its random numbers through its own generator (`rand`), the same sequence for
-every image, so the random corruptions match the reference in distribution, not in bytes.
+(N, 3, H, W) on [0, 1] (uint8 / 255: the reference's input is 8-bit, so x is taken at its nearest
+grey level), y float32 bytes / 255, the reference's own truncation already done (the caller's
+clip and truncation keep them). Each image draws its random numbers through its own generator
+(`rand`), the same sequence for every image: the random corruptions match the reference in
+distribution; given the reference's random numbers, fog, spatter and snow make its bytes (the
+tests feed both the same draws). Each draws for the whole batch first, then works in chunks of
+about CHUNK_PIXELS pixels (cache-sized; results never depend on the chunking).
 
-How each one matches the reference:
-
-- fog: the reference's diamond-square `plasma_fractal` (np.random there), level by level over
-  the whole batch in float64, with the same uniform draws per level; the blend is the reference's.
-  Given the same uniforms the fractal is the reference's (tests feed both the same numbers).
-- spatter: the reference's pipeline written out in torch. skimage's gaussian (truncate 4, edge
-  replicate); the water variant's cv2.Canny (3x3 Sobel with replicated border, L1 magnitude,
-  OpenCV's fixed-point non-maximum suppression, hysteresis as 8-connected growth from the strong
-  pixels), cv2.distanceTransform(DIST_L2, 5) (OpenCV's 5x5 chamfer, 1 / 1.4 / 2.1969 in 16-bit
-  fixed point, its two raster passes with the in-row dependency as a running minimum),
-  THRESH_TRUNC, cv2.blur in float64 sums, equalizeHist's LUT, filter2D's saturating 8-bit
-  correlation, the 8-bit blur's fixed-point rounding: given the same normal draws its bytes are the
-  reference's (tests check it). One deviation: where an image has no liquid above the threshold
-  the reference divides 0 by 0 (NaN bytes); here the water layer is then zero.
+- fog: the reference's diamond-square `plasma_fractal` over the whole batch in float64, level by
+  level with the same uniforms in the same order, cropped to the image; the blend
+  (x + c0 fractal) * max / (max + c0) in float32, redone in float64 for the values whose
+  truncation float32 could get wrong.
+- spatter: the reference's pipeline in torch: skimage's gaussian (float64 for the liquid layer,
+  float32 per pass for the mud mask, as scipy stores it), and for water cv2.Canny (3x3 Sobel,
+  replicated border, L1 magnitude, canny.cpp's fixed-point non-maximum suppression, hysteresis),
+  cv2.distanceTransform(DIST_L2, 5) (the 5x5 chamfer mask 1 / 1.4 / 2.1969 in float32, two raster
+  passes, the in-row dependency as a running minimum), THRESH_TRUNC, cv2.blur in double sums,
+  equalizeHist's LUT, filter2D's saturated 8-bit correlation, the 8-bit blur's fixed-point
+  division, the float32 blend. One deviation: where an image has no liquid over the threshold
+  the reference divides 0 by 0 (NaN, undefined bytes); here the water layer is then zero.
 - frost: the reference blends a random crop of one of five frost photographs (frost1..frost5;
-  np.random.randint(5) never picks frost6), resized by 0.2 (CIFAR) or 0.3 (Tiny-ImageNet). The
-  photographs cannot ship with this package, so each is replaced by a procedural "plate" of the
-  photo's size, synthesized once per process from a fixed seed: per principal colour component
-  of the photo, a random field with the photo's radially averaged power spectrum and, after a
-  few Heeger-Bergen rounds (impose the histogram, re-impose the spectrum), the photo's exact
-  histogram (19 quantiles), mixed back with the photo's colour basis and mean, rounded to 8 bits
-  like a photo; then resized like cv2.resize(INTER_LINEAR) and cropped exactly as the reference
-  crops the photo. Brightness, colour, contrast and spatial spectrum match; crystal shapes don't.
+  its np.random.randint(5) never picks frost6; frost2 and frost3 are the same picture), resized
+  by 0.2 (CIFAR) or 0.3 (Tiny-ImageNet). The photographs cannot ship with this package: each is
+  replaced by a procedural plate of the photo's size, synthesized once per process from a fixed
+  seed (`frost_plate`): per principal colour axis of the photo a Gaussian random field with the
+  photo's radially averaged power spectrum, a few Heeger-Bergen rounds (impose the photo's
+  histogram, re-impose the spectrum), the histogram last; the photo's colour axes, stds and mean;
+  8 bits; cv2.resize(INTER_LINEAR) bit for bit; then each channel set to the photo's mean and std
+  over the crops the reference takes. The crop and the blend are then the reference's exactly.
+  Brightness, colour, contrast, histogram and spectrum follow the photos; crystal shapes don't.
 - snow: the reference's layer (normal draws, clipped_zoom, threshold, 8-bit PNG), ImageMagick's
-  motion blur from `blur.motion_blur` with the reference's 8-bit round trip, its rot180 copy and
-  the grey-lifted blend. Exact but for the random numbers if `blur.motion_blur` is exact.
+  motion blur (`blur.motion_blur`, with the reference's Q16 / 8-bit PNG round trip), its rot180
+  copy, and the blend towards cv2's grey in float32 (cvtColor's fused multiply-adds) as there.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +47,8 @@ import torch.nn.functional as F
 from .blur import clipped_zoom, gaussian_filter, motion_blur
 from .imageops import Rand
 
-__all__ = ["fog", "frost", "snow", "spatter", "plasma_fractal", "frost_plate", "canny",
-           "distance_transform_5x5", "FUNCTIONS", "PARAMS", "APPROXIMATE"]
+__all__ = ["APPROXIMATE", "FUNCTIONS", "PARAMS", "canny", "distance_transform_5x5", "fog", "frost",
+           "frost_plate", "plasma_fractal", "snow", "spatter"]
 
 
 # --------------------------------------------------------------------------- parameters
@@ -136,7 +139,7 @@ def _exact_bytes(v32: torch.Tensor, exact64, tol: float = 1e-3) -> torch.Tensor:
 # Work on chunks of about this many pixels (images x H x W): the elementwise passes then stay in
 # the CPU's cache, which matters more than the per-call overhead once images are large. Each
 # corruption draws all its random numbers first; the chunking never changes a result.
-CHUNK_PIXELS = 1 << 18
+CHUNK_PIXELS = 1 << 17
 
 
 def _chunks(n: int, h: int, w: int, scale: int = 1) -> list[tuple[int, int]]:
@@ -213,7 +216,7 @@ def fog_mapsize(table: str, h: int, w: int) -> int:
 def fog(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     """x + c0 * plasma_fractal(wibbledecay=c1) (cropped to the image), times max/(max + c0)."""
     strength, decay = _param("fog", table, severity)
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     m = fog_mapsize(table, h, w)
     u = rand.uniform(fractal_draws(m)).to(x.device)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
@@ -393,7 +396,7 @@ def _spectrum_amplitude(h: int, w: int, scale: int, log_psd: tuple[float, ...]) 
     return amp
 
 
-@lru_cache(maxsize=None)
+@cache
 def _synthesize_photo(k: int, h: int, w: int, rounds: int = 2) -> torch.Tensor:
     """A (3, h, w) uint8 stand-in for frost photo k (FROST_PHOTOS[k]), from the fixed seed: per
     colour axis a Gaussian field with the photo's spectrum, `rounds` Heeger-Bergen rounds (impose
@@ -442,7 +445,7 @@ def _resize_linear(img: torch.Tensor, f: float) -> torch.Tensor:
     11-bit weights, the horizontal pass in integers, the vertical one as OpenCV's vector code
     rounds it, ((b0 * (s0 >> 4)) >> 16) + ((b1 * (s1 >> 4)) >> 16) + 2) >> 2."""
     _, h, w = img.shape
-    oh, ow = int(round(h * f)), int(round(w * f))
+    oh, ow = round(h * f), round(w * f)
     r0, r1, b0, b1 = _resize_taps(h, oh, f)
     c0, c1, a0, a1 = _resize_taps(w, ow, f)
     x = img.to(torch.int64)
@@ -460,7 +463,7 @@ def _coverage(n: int, crop: int) -> torch.Tensor:
     return c / c.sum()
 
 
-@lru_cache(maxsize=None)
+@cache
 def frost_plate(k: int, table: str, min_h: int = 0, min_w: int = 0) -> torch.Tensor:
     """The (3, h, w) uint8 plate standing in for frost photo k as the table's script uses it
     (resized by FROST_RESIZE[table]), at least (min_h + 1, min_w + 1) after resizing (a plate
@@ -485,7 +488,7 @@ def frost_plate(k: int, table: str, min_h: int = 0, min_w: int = 0) -> torch.Ten
     return (v + 0.5).floor_().clamp_(0, 255).to(torch.uint8)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _frost_lut(w_img: float, w_frost: float) -> torch.Tensor:
     """np.uint8(np.clip(w_img * level + w_frost * frost, 0, 255)) / 255 for every pair of bytes,
     (256 * 256,) float32, indexed by level * 256 + frost (float64 arithmetic, as the reference)."""
@@ -509,18 +512,15 @@ def frost_crops(u: torch.Tensor, table: str, h: int, w: int) -> torch.Tensor:
         _, ph, pw = plate.shape
         top = (u[sel, 1] * (ph - h)).floor().long().clamp(0, ph - h - 1)
         left = (u[sel, 2] * (pw - w)).floor().long().clamp(0, pw - w - 1)
-        # one gather from the flat plate: each crop's offset plus the crop window's positions
-        window = (torch.arange(3).view(3, 1, 1) * (ph * pw) + torch.arange(h).view(1, h, 1) * pw
-                  + torch.arange(w).view(1, 1, w)).view(1, -1)
-        idx = (top * pw + left).view(-1, 1) + window
-        out[sel] = plate.reshape(-1).index_select(0, idx.view(-1)).view(-1, 3, h, w)
+        windows = plate.unfold(1, h, 1).unfold(2, w, 1)  # (3, ph - h + 1, pw - w + 1, h, w), a view
+        out[sel] = windows[:, top, left].transpose(0, 1)
     return out
 
 
 def frost(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     """c0 * x + c1 * (a random crop of a random frost plate), as the reference with its photos."""
     w_img, w_frost = _param("frost", table, severity)
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     u = rand.uniform(3)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for s, e in _chunks(n, h, w):
@@ -534,7 +534,7 @@ def frost_from_draws(x: torch.Tensor, w_img: float, w_frost: float, table: str, 
     crops = frost_crops(u, table, h, w).to(x.device)
     # a byte in, a byte out: one lookup per pixel
     lut = _frost_lut(float(w_img), float(w_frost)).to(x.device)
-    idx = _levels(x).to(torch.int32).mul_(256).add_(crops.to(torch.int32))
+    idx = (x * 255.0 + 0.5).to(torch.int32).mul_(256).add_(crops)  # x's byte (x on [0, 1])
     return lut.index_select(0, idx.view(-1)).view(n, c, h, w)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
-from functools import lru_cache
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 
@@ -45,7 +45,7 @@ except ImportError as e:  # wand missing, or its MagickWand library
     UNAVAILABLE["snow"] = f"snow's reference needs Wand and ImageMagick's MagickWand library ({e})"
 
 
-@lru_cache(maxsize=None)
+@cache
 def frost_photo(filename: str) -> np.ndarray:
     """cv2.imread(filename) of the reference's photo (BGR uint8), read out of the bare mirror."""
     blob = subprocess.run(["git", "-C", str(ROBUSTNESS_REPO), "show", f"HEAD:ImageNet-C/create_c/{filename}"],
