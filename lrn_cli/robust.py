@@ -283,6 +283,9 @@ def evaluate_run(run_dir: str | Path, corruptions: str | list[str] | None = None
     stored = load_trained_config(run_dir)
     if cfg is not None:
         stored = stored.model_copy(update={"eval": cfg.eval})
+    if corruptions is None and stored.eval.corruptions == "none" and \
+            not any(o.partition("=")[0].strip() == "eval.corruptions" for o in overrides):
+        corruptions = "all"  # what `lrn eval` is for
     cfg = eval_config(stored, corruptions, overrides)  # option errors before any loading
     if not cfg.eval.corruption_names:
         raise UserError(f"{run_dir}: eval.corruptions is none: nothing to evaluate; give --corruptions all "
