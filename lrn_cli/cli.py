@@ -78,6 +78,8 @@ def train(config: str | None, overrides: tuple[str, ...], out: str, name: str | 
     except WorkerFailed as e:  # it carries the worker's traceback; this process's adds nothing
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C in the corrupted evaluations after training (it said so)
+        sys.exit(runs.exit_code(runs.Status.INTERRUPTED, "SIGINT"))
     if world().rank == 0:  # under torchrun, every rank returns here
         click.echo(result.run_dir)
     sys.exit(runs.exit_code(result.summary["status"], result.summary.get("signal")))

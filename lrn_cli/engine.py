@@ -290,7 +290,13 @@ def _robustness(result: RunResult, cfg: Config, data: Data | None, world: distri
     if (cfg.eval.corruptions == "none" or result.summary.get("status") != Status.COMPLETED or world.rank > 0
             or distributed.LOCKED_RUN_DIR in os.environ):
         return result
-    if robust.evaluate_run(result.run_dir, cfg=cfg, data=data, line=report.line) is not None:
+    try:
+        evaluated = robust.evaluate_run(result.run_dir, cfg=cfg, data=data, line=report.line)
+    except KeyboardInterrupt:
+        report.line(f"{result.run_dir}: completed, but its corrupted evaluations were interrupted (none written); "
+                    f"evaluate it with: lrn eval {result.run_dir}")
+        raise
+    if evaluated is not None:
         result = RunResult(result.run_dir, runs.read_json(result.run_dir / runs.SUMMARY) or result.summary)
     return result
 

@@ -380,7 +380,11 @@ def evaluate_path(path: str | Path, corruptions: str | None = None, overrides: t
     if not (path / runs.CONFIG).is_file():
         raise UserError(f"{path}: not a run directory (no config.yaml) nor a sweep directory (no sweep.json); "
                         "give a folder that lrn train or lrn ablate made")
-    evaluate_run(path, corruptions, overrides, force, line)
+    try:
+        evaluate_run(path, corruptions, overrides, force, line)
+    except KeyboardInterrupt:
+        line(f"{path}: interrupted; nothing written (robustness.json is written whole at the end)")
+        return runs.exit_code(Status.INTERRUPTED, "SIGINT")
     return 0
 
 

@@ -261,3 +261,17 @@ def test_an_imagenet_c_tree_is_read_in_place_of_corrupting_where_it_has_the_corr
     r = CliRunner().invoke(main, ["eval", str(run_dir), "--corruptions", "gaussian_noise", "--set",
                                   "eval.severities=[2]", "--set", f"eval.corruptions_root={tree}"])
     assert r.exit_code == 2 and str(tree / "gaussian_noise" / "2") in r.output
+
+
+def test_ctrl_c_during_lrn_eval_of_a_run_exits_130_and_leaves_its_files_as_they_were(trained_run, tmp_path,
+                                                                                      monkeypatch):
+    run = copy_of(trained_run, tmp_path)
+    before = {p: (run / p).read_bytes() for p in sorted(files(run)) if (run / p).is_file()}
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(robust, "on_the_fly", interrupted)
+    r = CliRunner().invoke(main, ["eval", str(run), "--corruptions", "contrast", "--set", "eval.corruption_per_class=2"])
+    assert r.exit_code == 130 and "interrupted" in r.output
+    assert {p: (run / p).read_bytes() for p in sorted(files(run)) if (run / p).is_file()} == before

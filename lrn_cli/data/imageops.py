@@ -47,22 +47,29 @@ class Rand:
     def __len__(self) -> int:
         return len(self.gens)
 
-    def _stack(self, draw) -> torch.Tensor:
+    def _rows(self, shape: tuple[int, ...], draw, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """An (n, *shape) tensor whose row i `draw(row, generator_i)` fills in place (no per-image
+        temporaries to stack: fresh buffers cost page faults)."""
         if not self.gens:
             raise ValueError("Rand over an empty batch")
-        return torch.stack([draw(g) for g in self.gens])
+        out = torch.empty((len(self.gens), *shape), dtype=dtype)
+        for row, g in zip(out, self.gens):
+            draw(row, g)
+        return out
 
     def uniform(self, *shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """Uniform on [low, high), float32."""
-        return self._stack(lambda g: torch.rand(shape, generator=g)) * (high - low) + low
+        out = self._rows(shape, lambda row, g: torch.rand(shape, generator=g, out=row))
+        return out if (low, high) == (0.0, 1.0) else out.mul_(high - low).add_(low)
 
     def normal(self, *shape: int, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """Normal(mean, std), float32."""
-        return self._stack(lambda g: torch.randn(shape, generator=g)) * std + mean
+        out = self._rows(shape, lambda row, g: torch.randn(shape, generator=g, out=row))
+        return out if (mean, std) == (0.0, 1.0) else out.mul_(std).add_(mean)
 
     def randint(self, low: int, high: int, *shape: int) -> torch.Tensor:
         """Integers uniform on [low, high), int64."""
-        return self._stack(lambda g: torch.randint(low, high, shape, generator=g))
+        return self._rows(shape, lambda row, g: torch.randint(low, high, shape, generator=g, out=row), torch.int64)
 
     def poisson(self, rate: torch.Tensor) -> torch.Tensor:
         """Poisson draws with the (n, ...) float `rate`, row i from image i's generator."""
@@ -81,4 +88,4 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     0-255 result (it truncates; it does not round). A tiny epsilon keeps values the reference
     computes as exact integers (x * 255 of a float64 like 0.6) from falling one level short in
     float32."""
-    return (x.clamp(0.0, 1.0) * 255.0 + 1e-3).floor_().clamp_(0, 255).to(torch.uint8)
+    return x.clamp(0.0, 1.0).mul_(255.0).add_(1e-3).floor_().clamp_(0, 255).to(torch.uint8)
