@@ -8,6 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+LOCAL_CIFAR_TEST = REPO.parent / "data" / "cifar-10-batches-py" / "test_batch"  # a converted copy, if the machine has one
 
 
 def write_cifar_batches(folder: Path, n: int = 20, seed: int = 0) -> Path:
@@ -42,6 +43,21 @@ def real_cifar(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("real_cifar")
     subprocess.run([sys.executable, str(script), str(root)], check=True, capture_output=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def cifar_test_images(request):
+    """The first 1,000 CIFAR-10 test images, a uint8 torch tensor (1000, 3, 32, 32): from the
+    converted copy next to the checkout (../data) if there is one, else from the shared JPEG copy
+    that the real_cifar fixture converts (skipped where neither exists)."""
+    import torch
+
+    path = LOCAL_CIFAR_TEST
+    if not path.exists():
+        path = request.getfixturevalue("real_cifar") / "cifar-10-batches-py" / "test_batch"
+    with open(path, "rb") as f:
+        data = pickle.load(f, encoding="latin1")["data"][:1000]
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

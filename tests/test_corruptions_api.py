@@ -2,17 +2,13 @@
 `corrupt` accepts and refuses, `resolve` for eval.corruptions, and two rules every corruption
 keeps on real CIFAR-10 test images: it grows with severity (where the reference's own does), and
 an image's bytes do not depend on the batch it came in."""
-import pickle
 
-import numpy as np
 import pytest
 import torch
-from conftest import REPO
 
 from lrn_cli.data import corruptions as C
 from lrn_cli.data.imageops import TABLES, Rand, to_float, to_uint8
 
-LOCAL_TEST_BATCH = REPO.parent / "data" / "cifar-10-batches-py" / "test_batch"
 ORDER = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
          "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
          "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate", "underexposure",
@@ -29,14 +25,9 @@ NOT_GROWING = {"glass_blur": {1, 2, 4}, "motion_blur": {3}, "frost": {3, 4}, "sp
 
 
 @pytest.fixture(scope="module")
-def cifar(request) -> torch.Tensor:
+def cifar(cifar_test_images) -> torch.Tensor:
     """The first 500 CIFAR-10 test images, uint8 (500, 3, 32, 32)."""
-    path = LOCAL_TEST_BATCH
-    if not path.exists():
-        path = request.getfixturevalue("real_cifar") / "cifar-10-batches-py" / "test_batch"
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")["data"][:500]
-    return torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
+    return cifar_test_images[:500]
 
 
 def test_names_families_and_order():

@@ -3,15 +3,13 @@ on real images: CIFAR-10 test images for the 32 px table, a few Imagenette image
 and 224 px for the other two."""
 from __future__ import annotations
 
-import pickle
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA
 
 from lrn_cli.data import blur
 from lrn_cli.data.imageops import TABLES, Rand, to_float, to_uint8
@@ -27,21 +25,10 @@ needs_wand = pytest.mark.skipif(ref.MotionImage is None, reason=str(ref.MOTION_B
 
 # ---------------------------------------------------------------------------- data
 
-def _read_test_batch(path: Path, n: int) -> np.ndarray:
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="latin1")
-    return np.asarray(batch["data"][:n], dtype=np.uint8).reshape(-1, 3, 32, 32)
-
-
 @pytest.fixture(scope="module")
-def cifar(request) -> np.ndarray:
-    """(256, 3, 32, 32) uint8 CIFAR-10 test images: the checkout's data/ copy next to the project
-    if there is one, else the shared JPEG copy converted by the real_cifar fixture."""
-    local = REPO.parent / "data" / "cifar-10-batches-py" / "test_batch"
-    if local.exists():
-        return _read_test_batch(local, 256)
-    root = request.getfixturevalue("real_cifar")
-    return _read_test_batch(Path(root) / "cifar-10-batches-py" / "test_batch", 256)
+def cifar(cifar_test_images) -> np.ndarray:
+    """(256, 3, 32, 32) uint8 CIFAR-10 test images."""
+    return cifar_test_images[:256].numpy()
 
 
 @pytest.fixture(scope="module")

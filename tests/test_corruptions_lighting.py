@@ -2,9 +2,7 @@
 its physics says (exposure in stops, shot noise, a smooth gain field, a white-balance cast),
 grows with severity, and gives an image the same bytes alone or in any batch."""
 import math
-import pickle
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,6 @@ from lrn_cli.data.imageops import TABLES, Rand, to_float, to_uint8
 from lrn_cli.data.lighting import APPROXIMATE, FUNCTIONS, LUMA, PARAMS, cast_gains, linear_to_srgb, srgb_to_linear
 
 NAMES = ["underexposure", "overexposure", "gamma", "low_light", "illumination_gradient", "color_cast"]
-# the project's data folder next to the checkout, if the machine has one
-LOCAL_TEST_BATCH = Path(__file__).resolve().parents[2] / "data" / "cifar-10-batches-py" / "test_batch"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,14 +25,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def images(request) -> torch.Tensor:
+def images(cifar_test_images) -> torch.Tensor:
     """The first 400 CIFAR-10 test images, uint8 (400, 3, 32, 32)."""
-    path = LOCAL_TEST_BATCH
-    if not path.exists():
-        path = request.getfixturevalue("real_cifar") / "cifar-10-batches-py" / "test_batch"
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")["data"][:400]
-    return torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
+    return cifar_test_images[:400]
 
 
 def corrupt(name: str, x8: torch.Tensor, severity: int, seed: int = 0, start: int = 0) -> torch.Tensor:

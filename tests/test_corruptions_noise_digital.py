@@ -6,7 +6,6 @@ Deterministic ones must give the reference's bytes; the random ones, which draw 
 numbers, the statistics of (corrupted - clean); elastic_transform, given the reference's own
 random numbers, its bytes."""
 import io
-import pickle
 import tarfile
 from itertools import pairwise
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA
 from PIL import Image
 
 from lrn_cli.data import noise_digital as nd
@@ -29,18 +28,12 @@ NAMES = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "cont
          "saturate", "jpeg_compression", "pixelate", "elastic_transform"]
 DETERMINISTIC = ["contrast", "brightness", "saturate", "jpeg_compression", "pixelate"]
 NOISES = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"]
-LOCAL_TEST_BATCH = REPO.parent / "data" / "cifar-10-batches-py" / "test_batch"
 
 
 @pytest.fixture(scope="module")
-def cifar(request) -> torch.Tensor:
+def cifar(cifar_test_images) -> torch.Tensor:
     """The first 300 CIFAR-10 test images, uint8 (300, 3, 32, 32)."""
-    path = LOCAL_TEST_BATCH
-    if not path.exists():
-        path = request.getfixturevalue("real_cifar") / "cifar-10-batches-py" / "test_batch"
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")["data"][:300]
-    return torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
+    return cifar_test_images[:300]
 
 
 @pytest.fixture(scope="session")

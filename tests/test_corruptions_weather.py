@@ -12,17 +12,15 @@ resized to the Tiny-ImageNet (64 px) and ImageNet (224 px) tables.
 """
 from __future__ import annotations
 
-import pickle
 import tarfile
 from itertools import pairwise
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA
 
 from lrn_cli.data import weather as W
 from lrn_cli.data.imageops import TABLES, Rand, to_float, to_uint8
@@ -49,15 +47,9 @@ def one_thread():
 # ---------------------------------------------------------------------------- data
 
 @pytest.fixture(scope="module")
-def cifar(request) -> torch.Tensor:
-    """(1000, 3, 32, 32) uint8 CIFAR-10 test images: the data/ copy next to the checkout if there
-    is one, else the shared JPEG copy converted by the real_cifar fixture."""
-    path = REPO.parent / "data" / "cifar-10-batches-py" / "test_batch"
-    if not path.exists():
-        path = Path(request.getfixturevalue("real_cifar")) / "cifar-10-batches-py" / "test_batch"
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")["data"][:1000]
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32)
+def cifar(cifar_test_images) -> torch.Tensor:
+    """(1000, 3, 32, 32) uint8 CIFAR-10 test images."""
+    return cifar_test_images
 
 
 @pytest.fixture(scope="module")
