@@ -79,6 +79,17 @@ class ConvSpec(_Strict):
     bias: bool = True
 
 
+class LocalSpec(_Strict):
+    """A locally connected layer (unshared weights: each output position its own filter, as
+    cuda-convnet's `type=local`), with a bias per output position and channel."""
+
+    out: int = Field(ge=1)
+    kernel: int = Field(3, ge=1)
+    stride: int = Field(1, ge=1)
+    padding: int | None = Field(None, ge=0, description="default: kernel // 2")
+    bias: bool = True
+
+
 class PoolSpec(_Strict):
     kind: Literal["max", "avg"] = "max"
     kernel: int = Field(2, ge=1)
@@ -139,11 +150,11 @@ def _merged_norm(merged: tuple[tuple[str, Any], ...], prefix: str) -> NormConfig
 
 
 LAYER_SPECS: dict[str, type[_Strict]] = {
-    "conv": ConvSpec, "pool": PoolSpec, "adaptive_pool": AdaptivePoolSpec, "fc": FcSpec,
+    "conv": ConvSpec, "local": LocalSpec, "pool": PoolSpec, "adaptive_pool": AdaptivePoolSpec, "fc": FcSpec,
     "dropout": DropoutSpec, "norm": NormSlotSpec, "relu": EmptySpec, "flatten": EmptySpec,
 }
 # the argument a scalar shorthand sets: `- fc: 10`, `- dropout: 0.5`, `- conv: 32`
-_SHORTHAND = {"conv": "out", "fc": "out", "dropout": "p", "pool": "kernel", "adaptive_pool": "size",
+_SHORTHAND = {"conv": "out", "local": "out", "fc": "out", "dropout": "p", "pool": "kernel", "adaptive_pool": "size",
               "norm": "type"}
 
 
@@ -174,8 +185,9 @@ def parse_layer(item: Any, where: str) -> tuple[str, _Strict]:
 # ----------------------------------------------------------------------------- sections
 
 class AugmentConfig(_Strict):
-    crop: int = Field(4, ge=0, description="random-crop padding in pixels (0: no crop); imagefolder: "
-                                           "any value > 0 turns on the random-resized crop")
+    crop: int = Field(4, ge=0, description="random-crop shift in pixels: the crop moves up to this far each way "
+                                           "from the centre, zero padding where it leaves the image (0: no "
+                                           "crop); imagefolder: any value > 0 turns on the random-resized crop")
     flip: bool = Field(True, description="random horizontal flip")
     scale: list[float] = Field([0.35, 1.0], description="imagefolder: range of the area fraction that "
                                                          "a random-resized crop keeps")
@@ -199,6 +211,7 @@ class AugmentConfig(_Strict):
 
 IMAGEFOLDER_SIZE = 112  # data.image_size of an image folder when not given
 IMAGEFOLDER_SIZES = (32, 512)
+CIFAR_SIZE = 32  # CIFAR-10's images; data.image_size below it is a crop of them
 
 
 class DataConfig(_Strict):
@@ -207,7 +220,8 @@ class DataConfig(_Strict):
                                           "imagefolder: the folder holding train/ (and val/)")
     download: bool = False
     image_size: int | None = Field(None, ge=8, le=1024, description="default: the dataset's own "
-                                                                    f"(imagefolder: {IMAGEFOLDER_SIZE})")
+                                   f"(imagefolder: {IMAGEFOLDER_SIZE}); cifar10: a crop of the 32 px images "
+                                   "(random for training, the centre for testing), 8 to 32")
     classes: int | list[str] | dict[str, int] | None = Field(
         None, description="first N classes, a list of names, or {random: N, seed: S}")
     per_class: int | None = Field(None, ge=1, description="cap on training images per class")
@@ -241,6 +255,9 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _imagefolder(self) -> "DataConfig":
+        if self.dataset == "cifar10" and self.image_size is not None and self.image_size > CIFAR_SIZE:
+            raise UserError(f"data.image_size: CIFAR-10 images are {CIFAR_SIZE} px (got {self.image_size}); "
+                            f"leave it unset for the whole image, or set a crop of 8 to {CIFAR_SIZE} px (e.g. 24)")
         if self.dataset != "imagefolder":
             return self
         if self.download:
@@ -263,13 +280,15 @@ class ModelConfig(_Strict):
                                                  f"default {DEFAULT_PRESET} when model.layers is not given")
     layers: list[Union[str, dict[str, Any]]] | None = Field(None, description="a layer list")
     num_classes: int | None = Field(None, ge=2, description="default: from the dataset")
-    width: float = Field(1.0, gt=0, le=16, description="multiplies the channels of every conv and "
-                                                        "the outputs of every fc but the last")
+    width: float = Field(1.0, gt=0, le=16, description="multiplies the channels of every conv and local "
+                                                        "layer and the outputs of every fc but the last")
     init: Literal["torch", "kaiming", "caffe"] = Field(
-        "torch", description="torch: PyTorch's default init; kaiming: He-normal conv and fc weights, zero "
-                             "biases; caffe: the fillers of the preset's Caffe prototxt (lrn_cli.presets.CAFFE)")
+        "torch", description="torch: PyTorch's default init; kaiming: He-normal conv, local and fc weights, "
+                             "zero biases; caffe: the fillers of the preset's Caffe prototxt or cuda-convnet "
+                             "layer file (lrn_cli.presets.CAFFE)")
     caffe_multipliers: bool = Field(False, description="the lr_mult and decay_mult of each layer of the "
-                                                       "preset's Caffe prototxt, as optimizer parameter groups")
+                                                       "preset's Caffe prototxt (or cuda-convnet's epsB/epsW and "
+                                                       "wc), as optimizer parameter groups")
     norm: NormConfig = NormConfig()
 
     @model_validator(mode="after")
@@ -289,8 +308,9 @@ class ModelConfig(_Strict):
                                  ("caffe_multipliers", self.caffe_multipliers, "model.caffe_multipliers false")):
             if used and self.preset not in CAFFE:
                 net = f"the preset {self.preset}" if self.preset else "a layer list"
-                raise UserError(f"model.{key}: only the presets {', '.join(CAFFE)} carry Caffe's per-layer "
-                                f"fillers and multipliers, {net} has none; use one of them, or {other}")
+                raise UserError(f"model.{key}: only the presets {', '.join(CAFFE)} carry per-layer fillers and "
+                                f"multipliers (Caffe's prototxts, cuda-convnet's layer files), {net} has none; "
+                                f"use one of them, or {other}")
         for i, item in enumerate(self.layers or []):
             kind, spec = parse_layer(item, f"model.layers[{i}]")
             if kind == "norm":
@@ -392,6 +412,15 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _released_crops(self) -> "Config":
+        d = self.data
+        if self.eval.corruptions_root and d.dataset == "cifar10" and (d.image_size or CIFAR_SIZE) < CIFAR_SIZE:
+            raise UserError(f"eval.corruptions_root: released CIFAR-10-C images are {CIFAR_SIZE} px, but this "
+                            f"network sees {d.image_size} px crops (data.image_size); leave eval.corruptions_root "
+                            "null to corrupt the test crops on the fly")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

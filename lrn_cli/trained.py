@@ -95,7 +95,5 @@ def input_conventions(cfg: Config, info: dict[str, Any], run_dir: Path) -> tuple
 
 
 def stored_size(cfg: Config) -> int:
-    """The side of the images the network sees, from the config: CIFAR-10's 32, or data.image_size."""
-    if cfg.data.dataset == "cifar10":
-        return CIFAR_SIZE
+    """The side of the images the network sees, from the config: data.image_size, or CIFAR-10's 32."""
     return cfg.data.image_size or CIFAR_SIZE  # synthetic's default is 32, imagefolder's is resolved

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import DataConfig
+from ..config import CIFAR_SIZE, DataConfig
 from ..errors import UserError
 from . import augment, cifar, folder, synthetic
 from .cifar import DataWarning
@@ -80,9 +80,9 @@ def load_data(cfg: DataConfig) -> Data:
     if cfg.dataset == "imagefolder":
         return load_folder(cfg)
     if cfg.dataset == "cifar10":
-        if cfg.image_size not in (None, 32):
-            raise UserError(f"data.image_size: CIFAR-10 images are 32 px (got {cfg.image_size}); "
-                            "leave it unset or set it to 32")
+        if cfg.image_size is not None and not 8 <= cfg.image_size <= CIFAR_SIZE:
+            raise UserError(f"data.image_size: CIFAR-10 images are {CIFAR_SIZE} px (got {cfg.image_size}); "
+                            f"leave it unset for the whole image, or set a crop of 8 to {CIFAR_SIZE} px (e.g. 24)")
         (tx, ty), (sx, sy), names = cifar.load(cfg.root, cfg.download)
     else:  # synthetic
         n = cfg.classes if isinstance(cfg.classes, int) else 10
@@ -96,7 +96,27 @@ def load_data(cfg: DataConfig) -> Data:
     info = {"dataset": cfg.dataset, "classes": classes, "train": len(train),
             "val": len(val) if val else 0, "test": len(test), "image_size": train.x.shape[-1],
             **stats_info(mean, std)}
+    size = cfg.image_size if cfg.dataset == "cifar10" else None
+    if size is not None and size < train.x.shape[-1]:
+        info.update(image_size=size, stored_size=train.x.shape[-1])
+        train_tf, eval_tf = crop_transforms(cfg, size)
+        return Data(train, val, test, classes, mean, std, info, input_size=size,
+                    train_transform=train_tf, eval_transform=eval_tf)
     return Data(train, val, test, classes, mean, std, info)
+
+
+def crop_transforms(cfg: DataConfig, size: int) -> tuple[Callable, Callable]:
+    """CIFAR-10 at data.image_size below its 32 px: training takes a `size` crop moved by up to
+    data.augment.crop pixels each way from the centre (zero padding beyond the image; 24 px with
+    crop 4 is any 24 px window of the image, as cuda-convnet's cifar-cropped data provider draws
+    them) and the flip; evaluation takes the centre crop (cuda-convnet's single-view test; its
+    --multiview-test averages ten views, which this does not)."""
+    aug = cfg.augment
+
+    def train_transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment.crop_flip(x, aug.crop, aug.flip, generator, size=size)
+
+    return train_transform, lambda x: augment.center_crop(x, size)
 
 
 def input_scale(mode: str, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,19 +13,34 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]) * 255
 
 
-def crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with `pad` pixels of zero padding and random horizontal flip, per image.
+def crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator,
+              size: int | None = None) -> torch.Tensor:
+    """Random crop shifted by up to `pad` pixels each way from the centre (zero padding where it
+    leaves the image) and random horizontal flip, per image.
 
-    `x` is a uint8 batch (B, C, H, W); the result has the same shape and dtype. Both the crop and
-    the flip are one gather, so a batch costs about one copy of itself.
+    `x` is a uint8 batch (B, C, H, W); the result has its dtype and `size` x `size` pixels
+    (default: H x W, the padded random crop of the same size). A smaller `size` is a window
+    around the centre (`center_crop`'s) moved by up to `pad` each way: with size 24 and pad 4 of
+    32 px images every 24 px window inside the image, cuda-convnet's cropped CIFAR-10. Both the
+    crop and the flip are one gather, so a batch costs about one copy of itself; the draws (rows,
+    then columns, then flips) do not depend on `size`.
     """
-    if pad == 0 and not flip:
-        return x
     b, c, h, w = x.shape
-    rows = torch.arange(h).expand(b, h)
-    cols = torch.arange(w).expand(b, w)
+    if size is None or (size == h and size == w):
+        if pad == 0 and not flip:
+            return x
+        size_h, size_w, top, left = h, w, 0, 0
+    else:
+        if size > min(h, w):
+            raise ValueError(f"crop_flip: {size} px asked of {h}x{w} images")
+        size_h = size_w = size
+        top, left = round((h - size) / 2), round((w - size) / 2)  # center_crop's window
+        if pad == 0 and not flip:
+            return x[..., top:top + size, left:left + size]
+    rows = (torch.arange(size_h) + top).expand(b, size_h)
+    cols = (torch.arange(size_w) + left).expand(b, size_w)
     if pad:
-        x = F.pad(x, (pad, pad, pad, pad))
+        x = F.pad(x, (pad, pad, pad, pad))  # the window's offset in the padded image: top + 0..2 pad
         rows = rows + torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
         cols = cols + torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
     if flip:
@@ -33,7 +48,7 @@ def crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator)
         cols = torch.where(mirrored, cols.flip(1), cols)
     batch = torch.arange(b).view(b, 1, 1, 1)
     chans = torch.arange(c).view(1, c, 1, 1)
-    return x[batch, chans, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+    return x[batch, chans, rows.view(b, 1, size_h, 1), cols.view(b, 1, 1, size_w)]
 
 
 def crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
