@@ -133,7 +133,9 @@ def main() -> int:
           f"images: {share['wall_s']:.1f} s, making the images {share['corrupt_s']:.1f} s = "
           f"{100 * share['corrupt_share']:.1f}% (goal <= 15%), forward passes {share['forward_s']:.1f} s "
           f"({share['forward_per_s']:,.0f} images/s)")
-    out = {"threads": args.threads, "torch": torch.__version__, "images": args.images,
+    from lrn_cli.runs import git_commit
+
+    out = {"commit": git_commit(), "threads": args.threads, "torch": torch.__version__, "images": args.images,
            "reference_images": args.reference_images, "speed": speed, "eval": share}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
