@@ -139,8 +139,12 @@ def _exact_levels(x: torch.Tensor) -> torch.Tensor:
     """x in float64, the grey levels of a uint8/255 image made exact (float32 x / 255 carries a
     rounding error that would move the reference's float64 truncations); other values kept."""
     x64 = x.to(torch.float64)
-    levels = (x64 * 255.0).round_()
-    return torch.where((x64 * 255.0 - levels).abs_() < 1e-3, levels / 255.0, x64)
+    scaled = x64 * 255.0
+    levels = scaled.round()
+    near = scaled.sub_(levels).abs_() < 1e-3
+    if bool(near.all()):  # (as always for uint8 / 255 input)
+        return levels.div_(255.0)
+    return torch.where(near, levels.div_(255.0), x64)
 
 
 def _truncating_as_reference(y: torch.Tensor) -> torch.Tensor:
@@ -175,11 +179,12 @@ def _symmetric_axis(x: torch.Tensor, w: tuple[float, ...], dim: int) -> torch.Te
     if r == 0:
         return x * w[0]
     size = x.shape[dim]
-    pad = (0, 0, r, r) if dim == 2 else (r, r, 0, 0)
-    p = F.pad(x, pad, mode="replicate")
+    p = _replicate_pad(x, 0, 0, r, r) if dim == 2 else _replicate_pad(x, r, r, 0, 0)
     out = p.narrow(dim, r, size) * w[r]
+    tmp = torch.empty_like(out)  # (the same roundings as out += (left + right) * w, no temporaries)
     for j in range(r, 0, -1):
-        out += (p.narrow(dim, r - j, size) + p.narrow(dim, r + j, size)) * w[r + j]
+        torch.add(p.narrow(dim, r - j, size), p.narrow(dim, r + j, size), out=tmp)
+        out += tmp.mul_(w[r + j])
     return out
 
 
@@ -257,6 +262,25 @@ def _quantize_magick8_(y: torch.Tensor) -> torch.Tensor:
     return q.div_(257.0).floor_().div_(255.0)
 
 
+def _replicate_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """F.pad(x, (left, right, top, bottom), mode="replicate") of (N, C, H, W), as plain copies
+    (faster than the padding kernel)."""
+    if left + right + top + bottom == 0:
+        return x
+    n, c, h, w = x.shape
+    out = x.new_empty(n, c, h + top + bottom, w + left + right)
+    out[:, :, top:top + h, left:left + w] = x
+    if left:
+        out[:, :, top:top + h, :left] = x[:, :, :, :1]
+    if right:
+        out[:, :, top:top + h, left + w:] = x[:, :, :, w - 1:]
+    if top:
+        out[:, :, :top] = out[:, :, top:top + 1]
+    if bottom:
+        out[:, :, top + h:] = out[:, :, top + h - 1:top + h]
+    return out
+
+
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tensor | float,
                 quantize: bool = False) -> torch.Tensor:
     """ImageMagick's MotionBlurImage(radius, sigma, angle) of every image of the (N, C, H, W)
@@ -264,9 +288,11 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tenso
     nearest edge pixel (ImageMagick's default edge virtual pixels). quantize=True rounds the
     result as ImageMagick Q16 writing an 8-bit PNG does (what the reference reads back).
 
-    Images are grouped by their tap offsets (a few hundred patterns over U(-45, 45) at CIFAR's
-    widths), each group blurred with plain shifted slices; the sum runs over the taps in order,
-    elementwise, so an image's result never depends on its batch."""
+    The images are sorted by angle and edge-padded; then for each tap in turn, the runs of
+    consecutive images that share its offset add their shifted window times the tap's weight
+    (taps with many runs gather each image's window instead). Either way every value is the
+    same product and the same sum over the taps in order, elementwise, so an image's result
+    never depends on its batch."""
     if x.dim() != 4:
         raise ValueError(f"expected (N, C, H, W), got {tuple(x.shape)}")
     n, c, h, w = x.shape
@@ -275,28 +301,61 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tenso
         angle = angle.expand(n)
     if angle.numel() != n:
         raise ValueError(f"{angle.numel()} angles for {n} images")
+    if n == 0:
+        return x.clone()
     k = _motion_weights(float(radius), float(sigma))
     width = len(k)
     ox, oy = motion_offsets(width, angle)
-    p = width - 1
-    patterns, inverse = torch.unique(torch.cat([ox, oy], 1), dim=0, return_inverse=True)
-    out = torch.empty_like(x)
-    step = max(1, CHUNK_VALUES // max(1, c * (h + 2 * p) * (w + 2 * p)))
-    order = torch.argsort(inverse, stable=True)
-    counts = torch.bincount(inverse, minlength=len(patterns)).tolist()
-    start = 0
-    for g, count in enumerate(counts):
-        members = order[start:start + count]
-        start += count
-        gx, gy = patterns[g, :width].tolist(), patterns[g, width:].tolist()
-        for a in range(0, count, step):
-            idx = members[a:a + step].to(x.device)
-            xp = F.pad(x.index_select(0, idx), (p, p, p, p), mode="replicate")
-            acc = xp[:, :, p + gy[0]:p + gy[0] + h, p + gx[0]:p + gx[0] + w] * k[0]
-            for j in range(1, width):
-                acc += xp[:, :, p + gy[j]:p + gy[j] + h, p + gx[j]:p + gx[j] + w] * k[j]
-            out.index_copy_(0, idx, _quantize_magick8_(acc) if quantize else acc)
-    return out
+    order = torch.argsort(angle.detach().cpu().reshape(-1), stable=True)
+    ox, oy = ox[order], oy[order]
+    # edge padding just wide enough for every offset
+    left, right = max(0, -int(ox.min())), max(0, int(ox.max()))
+    top, bottom = max(0, -int(oy.min())), max(0, int(oy.max()))
+    sorted_x = x.index_select(0, order.to(x.device))
+    xp = _replicate_pad(sorted_x, left, right, top, bottom)
+    hp, wp = h + top + bottom, w + left + right
+    # runs of consecutive (sorted) images with the same offset, per tap
+    key = (oy + top) * wp + (ox + left)  # (N, width): the window's flat start in the padded image
+    change = torch.ones(n, width, dtype=torch.bool)
+    change[1:] = key[1:] != key[:-1]
+    counts = change.sum(0).tolist()
+    firsts = change.t().nonzero()[:, 1].tolist()  # tap by tap, each run's first image
+    starts, at = [], 0
+    for count in counts:
+        starts.append(firsts[at:at + count])
+        at += count
+    keys = key.tolist()
+    acc = xp[:, :, top:top + h, left:left + w] * k[0]  # tap 0 is the pixel itself
+    flat = base = tap = None
+    for j in range(1, width):
+        runs = starts[j]
+        if len(runs) * MOTION_RUN_COST > n * c * h * w:  # many short runs: one gather for the tap
+            if flat is None:
+                flat = xp.reshape(n, c, hp * wp)
+                rows = torch.arange(h).view(h, 1) * wp + torch.arange(w).view(1, w)
+                base = rows.view(1, 1, h * w).to(x.device)
+            off = key[:, j].to(x.device).view(n, 1, 1)
+            idx = (base + off).expand(n, c, h * w)
+            acc += (flat.gather(2, idx) * k[j]).view(n, c, h, w)
+            continue
+        if tap is None:
+            xp = xp.contiguous()
+            # windows[i, s]: image i's (C, H, W) window starting at flat offset s of its padding
+            span = (hp - h) * wp + (wp - w) + 1
+            windows = xp.as_strided((n, span, c, h, w), (c * hp * wp, 1, hp * wp, wp, 1))
+            tap = torch.empty_like(acc)
+        bounds = runs + [n]
+        kj = k[j]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            torch.mul(windows[a:b, keys[a][j]], kj, out=tap[a:b])
+        acc += tap
+    if quantize:
+        _quantize_magick8_(acc)
+    return acc.index_select(0, torch.argsort(order).to(x.device))  # back to the batch's order
+
+
+# a run of images costs about as much as a gather of this many values more than a slice does
+MOTION_RUN_COST = 4000
 
 
 # --------------------------------------------------------------------------- corruptions
@@ -376,7 +435,7 @@ def _filter2d_reflect(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     if r >= min(h, w):
         raise ValueError(f"a {k.shape[0]}-tap filter needs images over {r} px")
     p = F.pad(x, (r, r, r, r), mode="reflect")
-    taps = [(i, j, float(k[i, j])) for i in range(k.shape[0]) for j in range(k.shape[1]) if k[i, j] != 0]
+    taps = _nonzero_taps(k)
     if len(taps) > 25:
         # circular correlation over at least the padded size: the valid part never wraps
         hp, wp = _fft_size(h + 2 * r), _fft_size(w + 2 * r)
@@ -385,9 +444,27 @@ def _filter2d_reflect(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return y[:, :, 2 * r:2 * r + h, 2 * r:2 * r + w].contiguous()
     i, j, v = taps[0]
     out = p[:, :, i:i + h, j:j + w] * v
+    tmp = torch.empty_like(out)  # (the same roundings as out += p[...] * v, no temporaries)
     for i, j, v in taps[1:]:
-        out += p[:, :, i:i + h, j:j + w] * v
+        out += torch.mul(p[:, :, i:i + h, j:j + w], v, out=tmp)
     return out
+
+
+_TAPS: dict[int, tuple[torch.Tensor, list]] = {}
+
+
+def _nonzero_taps(k: torch.Tensor) -> list[tuple[int, int, float]]:
+    """(row, column, weight) of k's nonzero entries in raster order (kept per kernel object: the
+    kernels come from caches)."""
+    hit = _TAPS.get(id(k))
+    if hit is not None and hit[0] is k:
+        return hit[1]
+    kk = k.tolist()
+    taps = [(i, j, float(v)) for i, row in enumerate(kk) for j, v in enumerate(row) if v != 0]
+    if len(_TAPS) > 64:
+        _TAPS.clear()
+    _TAPS[id(k)] = (k, taps)
+    return taps
 
 
 def defocus_blur(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:

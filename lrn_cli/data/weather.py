@@ -755,7 +755,8 @@ def snow_layer(noise: torch.Tensor, c, angle: torch.Tensor) -> torch.Tensor:
     (N, H, W) standard normal draws and the (N,) motion blur angles in degrees."""
     loc, scale, zoom, threshold, radius, sigma = c[:6]
     layer = noise.to(torch.float64).unsqueeze(1) * scale + loc
-    layer = clipped_zoom(layer, float(zoom))
+    if float(zoom) != 1.0:  # clipped_zoom by 1 is the identity (weights 0 and 1)
+        layer = clipped_zoom(layer, float(zoom))
     layer = torch.where(layer < threshold, 0.0, layer)
     # PIL 'L' image of (np.clip(layer, 0, 1) * 255).astype(np.uint8), through wand's motion blur
     layer = (layer.clamp(0, 1) * 255.0).floor() / 255.0
@@ -776,10 +777,12 @@ def _rgb2gray(x: torch.Tensor) -> torch.Tensor:
     return (b * cb + y).to(torch.float32)
 
 
-def snow_from_draws(x: torch.Tensor, c, noise: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+def snow_from_draws(x: torch.Tensor, c, noise: torch.Tensor, angle: torch.Tensor,
+                    layer: torch.Tensor | None = None) -> torch.Tensor:
     """The reference's snow of the (N, 3, H, W) batch with parameters c, given the (N, H, W)
-    standard normal draws behind its layer and the (N,) blur angles in degrees."""
-    layer = snow_layer(noise, c, angle).to(torch.float64)
+    standard normal draws behind its layer and the (N,) blur angles in degrees (or the layer
+    itself, snow_layer of them)."""
+    layer = (snow_layer(noise, c, angle) if layer is None else layer).to(torch.float64)
     weight = c[6]
     x = _levels32(x)  # np.array(x, dtype=np.float32) / 255.
     gray = _rgb2gray(x)
@@ -803,9 +806,11 @@ def snow(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor
     n, _, h, w = x.shape
     noise = rand.normal(h, w).to(x.device)  # the layer, then the blur angle, as the reference draws
     angle = rand.uniform(1)[:, 0].to(torch.float64) * 90.0 - 135.0  # np.random.uniform(-135, -45)
+    # the layer in one go (its motion blur costs per call), the blend in cache-sized chunks
+    layer = snow_layer(noise, c, angle)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for s, e in _chunks(n, h, w):
-        out[s:e] = snow_from_draws(x[s:e], c, noise[s:e], angle[s:e])
+        out[s:e] = snow_from_draws(x[s:e], c, noise[s:e], angle[s:e], layer[s:e])
     return out
 
 
