@@ -45,6 +45,18 @@ def real_cifar(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of small-tensor tests: as fast, and it leaves the other
+    core to whatever else runs (use with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cifar_test_images(request):
     """The first 1,000 CIFAR-10 test images, a uint8 torch tensor (1000, 3, 32, 32): from the

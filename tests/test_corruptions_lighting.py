@@ -15,13 +15,7 @@ from lrn_cli.data.lighting import APPROXIMATE, FUNCTIONS, LUMA, PARAMS, cast_gai
 NAMES = ["underexposure", "overexposure", "gamma", "low_light", "illumination_gradient", "color_cast"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is as fast and does not fight the other tests for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")

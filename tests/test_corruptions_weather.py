@@ -35,13 +35,7 @@ needs_wand = pytest.mark.skipif("snow" in ref.UNAVAILABLE, reason=ref.UNAVAILABL
 needs_photos = pytest.mark.skipif("frost" in ref.UNAVAILABLE, reason=ref.UNAVAILABLE.get("frost", ""))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is as fast and leaves the other cores to the other tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors (conftest.one_thread)
 
 
 # ---------------------------------------------------------------------------- data

@@ -21,8 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image as PILImage
-from scipy.ndimage import zoom as scizoom
 from skimage.filters import gaussian
+
+from .blur import clipped_zoom  # the reference's helper, ported once
 
 UNAVAILABLE: dict[str, str] = {}
 
@@ -103,15 +104,6 @@ def plasma_fractal(mapsize=256, wibbledecay=3):
 
     maparray -= maparray.min()
     return maparray / maparray.max()
-
-
-def clipped_zoom(img, zoom_factor):
-    h = img.shape[0]
-    ch = int(np.ceil(h / zoom_factor))
-    top = (h - ch) // 2
-    img = scizoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
-    trim_top = (img.shape[0] - h) // 2
-    return img[trim_top:trim_top + h, trim_top:trim_top + h]
 
 
 # /////////////// parameters: make_cifar_c.py, make_tinyimagenet_c.py, make_imagenet_c.py ///////////////
