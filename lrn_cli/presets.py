@@ -156,12 +156,7 @@ CAFFE: dict[str, list[CaffeLayer]] = {
         CaffeLayer("local4", std=0.04, lr_mult=(1, 2), decay_mult=(1, 0)),
         CaffeLayer("fc10", std=0.01, lr_mult=(1, 2), decay_mult=(2.5, 0)),
     ],
-    # layers-conv-local-13pct.cfg initW; layer-params-conv-local-13pct.cfg: as 11pct, but fc10's wc 0.004
-    "cuda_convnet_conv_local_13pct": [
-        CaffeLayer("conv1", std=1e-4, lr_mult=(1, 2), decay_mult=(0, 0)),
-        CaffeLayer("conv2", std=0.01, lr_mult=(1, 2), decay_mult=(0, 0)),
-        CaffeLayer("local3", std=0.04, lr_mult=(1, 2), decay_mult=(1, 0)),
-        CaffeLayer("local4", std=0.04, lr_mult=(1, 2), decay_mult=(1, 0)),
-        CaffeLayer("fc10", std=0.01, lr_mult=(1, 2), decay_mult=(1, 0)),
-    ],
 }
+# layers-conv-local-13pct.cfg initW; layer-params-conv-local-13pct.cfg: as 11pct, but fc10's wc 0.004
+CAFFE["cuda_convnet_conv_local_13pct"] = [*CAFFE["cuda_convnet_conv_local_11pct"][:-1],
+                                          CAFFE["cuda_convnet_conv_local_11pct"][-1]._replace(decay_mult=(1, 0))]

@@ -148,6 +148,16 @@ def _chunks(n: int, h: int, w: int, scale: int = 1) -> list[tuple[int, int]]:
     return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
+def _chunked(x: torch.Tensor, corrupt_rows, scale: int = 1) -> torch.Tensor:
+    """`corrupt_rows(x[s:e], s, e)` over cache-sized chunks of the batch (`_chunks`), into one
+    float32 result: the draws were made for the whole batch, each chunk takes its rows of them."""
+    n, _, h, w = x.shape
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for s, e in _chunks(n, h, w, scale):
+        out[s:e] = corrupt_rows(x[s:e], s, e)
+    return out
+
+
 def _param(name: str, table: str, severity: int):
     if not 1 <= severity <= 5:
         raise ValueError(f"severity must be 1..5, got {severity}")
@@ -216,13 +226,9 @@ def fog_mapsize(table: str, h: int, w: int) -> int:
 def fog(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     """x + c0 * plasma_fractal(wibbledecay=c1) (cropped to the image), times max/(max + c0)."""
     strength, decay = _param("fog", table, severity)
-    n, _, h, w = x.shape
-    m = fog_mapsize(table, h, w)
+    m = fog_mapsize(table, *x.shape[-2:])
     u = rand.uniform(fractal_draws(m)).to(x.device)
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    for s, e in _chunks(n, h, w):
-        out[s:e] = fog_from_draws(x[s:e], strength, decay, m, u[s:e])
-    return out
+    return _chunked(x, lambda xs, s, e: fog_from_draws(xs, strength, decay, m, u[s:e]))
 
 
 def fog_from_draws(x: torch.Tensor, strength: float, decay: float, m: int, u: torch.Tensor) -> torch.Tensor:
@@ -520,12 +526,8 @@ def frost_crops(u: torch.Tensor, table: str, h: int, w: int) -> torch.Tensor:
 def frost(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     """c0 * x + c1 * (a random crop of a random frost plate), as the reference with its photos."""
     w_img, w_frost = _param("frost", table, severity)
-    n, _, h, w = x.shape
     u = rand.uniform(3)
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    for s, e in _chunks(n, h, w):
-        out[s:e] = frost_from_draws(x[s:e], w_img, w_frost, table, u[s:e])
-    return out
+    return _chunked(x, lambda xs, s, e: frost_from_draws(xs, w_img, w_frost, table, u[s:e]))
 
 
 def frost_from_draws(x: torch.Tensor, w_img: float, w_frost: float, table: str, u: torch.Tensor) -> torch.Tensor:
@@ -740,12 +742,9 @@ def spatter_from_noise(x: torch.Tensor, c, noise: torch.Tensor) -> torch.Tensor:
 def spatter(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     """Water (severities with c[5] == 0) or mud drops from a thresholded, smoothed normal layer."""
     c = _param("spatter", table, severity)
-    n, _, h, w = x.shape
-    noise = rand.normal(h, w).to(x.device)
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    for s, e in _chunks(n, h, w, 8):  # larger: its row loops cost per call
-        out[s:e] = spatter_from_noise(x[s:e], c, noise[s:e])
-    return out
+    noise = rand.normal(*x.shape[-2:]).to(x.device)
+    # chunks 8x larger: its row loops cost per call
+    return _chunked(x, lambda xs, s, e: spatter_from_noise(xs, c, noise[s:e]), scale=8)
 
 
 # --------------------------------------------------------------------------- snow
@@ -803,15 +802,11 @@ def snow_from_draws(x: torch.Tensor, c, noise: torch.Tensor, angle: torch.Tensor
 def snow(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     """x lifted towards its grey (c6), plus the motion-blurred snow layer and its rot180 copy."""
     c = _param("snow", table, severity)
-    n, _, h, w = x.shape
-    noise = rand.normal(h, w).to(x.device)  # the layer, then the blur angle, as the reference draws
+    noise = rand.normal(*x.shape[-2:]).to(x.device)  # the layer, then the blur angle, as the reference draws
     angle = rand.uniform(1)[:, 0].to(torch.float64) * 90.0 - 135.0  # np.random.uniform(-135, -45)
     # the layer in one go (its motion blur costs per call), the blend in cache-sized chunks
     layer = snow_layer(noise, c, angle)
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    for s, e in _chunks(n, h, w):
-        out[s:e] = snow_from_draws(x[s:e], c, noise[s:e], angle[s:e], layer[s:e])
-    return out
+    return _chunked(x, lambda xs, s, e: snow_from_draws(xs, c, noise[s:e], angle[s:e], layer[s:e]))
 
 
 FUNCTIONS = {"fog": fog, "frost": frost, "snow": snow, "spatter": spatter}
