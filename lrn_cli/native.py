@@ -1,11 +1,17 @@
 """Build (once per machine) and load the project's C kernels through ctypes.
 
 `library(name)` compiles `SOURCES[name]` at first use with the system C compiler into a cache
-folder (`$LRN_CACHE_DIR`, else `$XDG_CACHE_HOME/lrn`, else `~/.cache/lrn`), keyed by the source,
-the flags, the compiler and the CPU, so a change in any of them rebuilds it. No torch headers
-are involved, so a build takes about a second, and nothing is built at install time. Where
-there is no compiler it returns None (with one warning) and callers use their PyTorch path.
-`LRN_NATIVE=0` turns the C kernels off.
+folder (`$LRN_CACHE_DIR`, else `$XDG_CACHE_HOME/lrn`, else `~/.cache/lrn`), keyed by the source
+(and the headers beside it), the flags, the compiler and the CPU, so a change in any of them
+rebuilds it. No torch headers are involved, so a build takes a few seconds, and nothing is built
+at install time. Where there is no compiler it returns None (with one warning) and callers use
+their PyTorch path. `LRN_NATIVE=0` turns the C kernels off.
+
+The sources in `OPENMP` are built with OpenMP and linked against the OpenMP runtime torch itself
+loaded (the `libgomp` in torch's `lib/` folder on Linux wheels), so their parallel regions run on
+torch's thread pool: the same threads, no second pool spinning against torch's. Where that
+build fails (no OpenMP in the compiler, no runtime to link), or with `LRN_OPENMP=0`, they are
+built without it and start their own threads.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ SOURCES = {"lrn_cpu": Path(__file__).parent / "lrn" / "kernels" / "lrn_cpu.c",
 # only, not when linking, so that loading the library leaves the process's FP flags alone.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=gnu99", "-Wall"]
 LDFLAGS = ["-shared", "-pthread", "-lmvec", "-lm"]
+OPENMP = {"lrn_cpu"}
 
 _lock = threading.Lock()  # held while a library is built: other threads wait for it
 _libs: dict[str, ctypes.CDLL | None] = {}  # an entry appears only once its library is loaded (or given up)
@@ -70,20 +77,50 @@ def _toolchain(cc: str) -> str:
     return "\0".join([*CFLAGS, *LDFLAGS, version, _cpu_id(), platform.machine()])
 
 
+@functools.cache
+def torch_openmp() -> Path | None:
+    """The OpenMP runtime torch loaded into this process (None where it is not one we can link)."""
+    import torch
+
+    return next(iter(sorted((Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))), None)
+
+
+def _variants(name: str) -> list[tuple[str, list[str], list[str]]]:
+    """(tag, extra compile flags, extra link flags) to try in order."""
+    runtime = torch_openmp() if name in OPENMP and os.environ.get("LRN_OPENMP", "1") != "0" else None
+    plain = ("plain", [], [])
+    if runtime is None:
+        return [plain]
+    # the runtime by path; its soname (libgomp.so.1) matches the copy torch has loaded already
+    return [(f"openmp:{runtime}", ["-fopenmp"], [str(runtime), f"-Wl,-rpath,{runtime.parent}"]), plain]
+
+
 def build(cc: str, name: str) -> Path:
     source = SOURCES[name]
-    key = hashlib.sha256("\0".join([source.read_text(), _toolchain(cc)]).encode()).hexdigest()[:16]
+    headers = sorted(source.parent.glob("*.h"))
+    text = "\0".join([source.read_text(), *(h.read_text() for h in headers)])
     folder = cache_dir()
-    lib = folder / f"{name}-{key}.so"
-    if lib.exists():
-        return lib
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        obj, so = Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
-        subprocess.run([cc, *CFLAGS, "-c", str(source), "-o", str(obj)], check=True, capture_output=True, text=True)
-        subprocess.run([cc, str(obj), "-o", str(so), *LDFLAGS], check=True, capture_output=True, text=True)
-        os.replace(so, lib)  # atomic: a concurrent build of the same key lands the same file
-    return lib
+    failure: subprocess.CalledProcessError | None = None
+    for tag, cflags, ldflags in _variants(name):
+        key = hashlib.sha256("\0".join([text, _toolchain(cc), tag]).encode()).hexdigest()[:16]
+        lib = folder / f"{name}-{key}.so"
+        if lib.exists():
+            return lib
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            obj, so = Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
+            try:
+                subprocess.run([cc, *CFLAGS, *cflags, "-c", str(source), "-o", str(obj)], check=True,
+                               capture_output=True, text=True)
+                subprocess.run([cc, str(obj), "-o", str(so), *LDFLAGS, *ldflags], check=True, capture_output=True,
+                               text=True)
+            except subprocess.CalledProcessError as e:
+                failure = failure or e
+                continue
+            os.replace(so, lib)  # atomic: a concurrent build of the same key lands the same file
+        return lib
+    assert failure is not None
+    raise failure
 
 
 def library(name: str) -> ctypes.CDLL | None:

@@ -140,9 +140,10 @@ def test_channels_last_3d_across():
     assert torch.allclose(y, reference(x.contiguous(), canon), atol=1e-12)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("dtype, shape", [(torch.float32, (8, 24, 11, 13)), (torch.bfloat16, (4, 300, 11, 13))])
+def test_results_do_not_depend_on_the_thread_count(dtype, shape):
     canon = canonical(5, 1e-3, 0.75, 2.0)
-    x = rand(8, 24, 11, 13, dtype=torch.float32).requires_grad_()
+    x = rand(*shape, dtype=torch.float32).to(dtype).requires_grad_()
     before = torch.get_num_threads()
     outs = []
     try:
@@ -241,3 +242,56 @@ def test_fused_keeps_only_its_input_for_backward():
 def test_invalid_impl():
     with pytest.raises(ValueError, match="impl must be one of fused, reference"):
         LocalResponseNorm(3, impl="fast")
+
+
+@needs_native
+@pytest.mark.parametrize("shape, fmt", [
+    ((2, 300, 27, 27), torch.contiguous_format),  # several pixel tiles, the last one partial
+    ((3, 40, 37, 41), torch.contiguous_format),   # blocks of 16 and 8 lanes plus their tails
+    ((2, 300, 5, 7), torch.channels_last),        # packed channel vectors
+])
+def test_tiles_blocks_and_tails_match_the_reference_in_float32(shape, fmt):
+    """The C kernels split the pixels into tiles and blocks of vector lanes plus a scalar tail
+    (sizes that depend on C and on the direction); every piece must compute the same formula.
+    Tolerances as in test_float32_agrees_with_float64."""
+    canon = canonical(5, 0.4, 0.75, 1.7)
+    x64, g64 = rand(*shape, seed=8), rand(*shape, seed=9)
+    x32 = x64.float().to(memory_format=fmt).requires_grad_()
+    y32 = fused(x32, canon, "native")
+    (gx32,) = torch.autograd.grad(y32, x32, g64.float().to(memory_format=fmt))
+    x64.requires_grad_()
+    y64 = reference(x64, canon)
+    (gx64,) = torch.autograd.grad(y64, x64, g64)
+    torch.testing.assert_close(y32.double(), y64.detach(), rtol=1e-5, atol=0)
+    scale = (g64 * y64.detach().abs() / x64.detach().abs().clamp_min(1e-12)).abs().max().item()
+    torch.testing.assert_close(gx32.double(), gx64, rtol=1e-5, atol=1e-5 * scale)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("region, shape, fmt", [
+    ("across", (2, 300, 9, 11), torch.contiguous_format), ("across", (2, 24, 5, 7), torch.channels_last),
+    ("within", (3, 8, 13, 11), torch.contiguous_format)])
+def test_half_types_are_computed_in_float32_without_a_float32_copy(dtype, region, shape, fmt):
+    """The kernels read and write the half type itself: the op keeps the half input for its
+    backward (no float32 copy), and its results are the float32 computation rounded once: equal
+    to the float32 kernel's result rounded, up to one unit in the last place where the two
+    builds' float32 roundings differ (a half-precision computation would be off by many)."""
+    if not native.supports(dtype):
+        pytest.skip(f"this compiler has no {dtype} type for the kernels")
+    canon = canonical(3, 0.5, 0.75, 1.0, region, "caffe")
+    x = rand(*shape, dtype=torch.float32).to(dtype).to(memory_format=fmt).requires_grad_()
+    held = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: held.append(t) or t, lambda t: t):
+        y = fused(x, canon)
+    assert [t.dtype for t in held] == [dtype] and held[0].data_ptr() == x.data_ptr()
+    g = rand(*shape, seed=1, dtype=torch.float32).to(dtype).to(memory_format=fmt)
+    (gx,) = torch.autograd.grad(y, x, g)
+    xf = x.detach().float().requires_grad_()
+    yf = fused(xf, canon)
+    (gf,) = torch.autograd.grad(yf, xf, g.float())
+    for got, want in ((y, yf), (gx, gf)):
+        assert got.dtype == dtype
+        ulps = (got.contiguous().view(torch.int16).int() - want.to(dtype).contiguous().view(torch.int16).int()).abs()
+        assert ulps.max() <= 1 and (ulps > 0).float().mean() < 0.01
+

@@ -1,5 +1,8 @@
 """Building and loading the C kernels (`lrn_cli.native`), and how their failures reach Python."""
 import ctypes
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -76,3 +79,45 @@ def test_an_allocation_failure_in_the_crop_kernel_is_a_memory_error():
         augment.check_crop(rc)
     with pytest.raises(ValueError, match="a box lies outside its image"):
         augment.check_crop(-1)
+
+
+def test_the_kernels_run_on_the_openmp_runtime_torch_loaded():
+    """Built with OpenMP and linked against torch's own libgomp, the kernels share torch's
+    thread pool: one OpenMP runtime in the process, not a second pool of threads."""
+    if not lrn_native.available():
+        pytest.skip("no C compiler: the native kernels are not built")
+    if native.torch_openmp() is None:
+        pytest.skip("this torch build ships no libgomp to link against")
+    assert lrn_native.on_torch_threads()
+    maps = open("/proc/self/maps").read().splitlines()
+    runtimes = {line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]}
+    assert runtimes == {str(native.torch_openmp())}
+
+
+def test_the_build_without_openmp_gives_the_same_bytes(tmp_path):
+    """LRN_OPENMP=0 (or a compiler without OpenMP) builds the kernels on their own pthreads;
+    the work is split the same way, so the results are the same bytes."""
+    if not lrn_native.available():
+        pytest.skip("no C compiler: the native kernels are not built")
+    code = """
+import sys, torch
+from lrn_cli.lrn import canonical
+from lrn_cli.lrn.kernels import native
+from lrn_cli.lrn.kernels.fused import fused
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(3, 64, 13, 11, generator=g).requires_grad_()
+outs = []
+for canon in (canonical(5, 0.4, 0.75, 1.7), canonical(3, 0.9, 0.75, 1.0, "within", "caffe")):
+    y = fused(x, canon, "native")
+    outs += [y.detach(), torch.autograd.grad(y, x, torch.ones_like(y))[0]]
+torch.save({"openmp": native.on_torch_threads(), "outs": outs}, sys.argv[1])
+"""
+    results = {}
+    for flag in ("1", "0"):
+        out = tmp_path / f"openmp{flag}.pt"
+        env = {**os.environ, "LRN_OPENMP": flag}
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env)
+        results[flag] = torch.load(out)
+    assert results["0"]["openmp"] is False
+    assert all(torch.equal(a, b) for a, b in zip(results["0"]["outs"], results["1"]["outs"]))

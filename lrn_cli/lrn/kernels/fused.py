@@ -7,11 +7,13 @@ W sums over each element's window, W' over the transposed window (lo and hi swap
 backward recomputes d from x rather than keeping it, so the layer holds nothing for its
 backward beyond its input, which the layer before it keeps anyway.
 
-Three backends compute it: the C kernels (CPU, float32/float64, see `native.py`), Triton
-kernels (CUDA, across channels; opt-in with LRN_TRITON=1 until verified on a GPU, see
-`gpu.py`), and the same formulas as PyTorch operations (any device, any layout; deterministic on
-CUDA, where torch's own LRN is not). Half types are computed in float32. `torch.library.custom_op` makes it one opaque
-op for autograd, `torch.compile` and tracing.
+Three backends compute it: the C kernels (CPU, float32/float64/bfloat16/float16, see
+`native.py`), Triton kernels (CUDA, across channels; opt-in with LRN_TRITON=1 until verified on a
+GPU, see `gpu.py`), and the same formulas as PyTorch operations (any device, any layout;
+deterministic on CUDA, where torch's own LRN is not). Half types are computed in float32: the C
+kernels load and round each element, so the op keeps the half-precision input for its backward,
+not a float32 copy; the other backends convert the tensor. `torch.library.custom_op` makes it one
+opaque op for autograd, `torch.compile` and tracing.
 """
 from __future__ import annotations
 
@@ -31,15 +33,18 @@ def _packed(x: torch.Tensor) -> bool:
     return False
 
 
+def _native_applies(x: torch.Tensor, region: str) -> bool:
+    """Whether the C kernels compute this input: CPU, their dtypes, and 3-D or 4-D within a channel."""
+    return x.device.type == "cpu" and native.supports(x.dtype) and (region == "across" or x.dim() in (3, 4))
+
+
 def _native_plan(x: torch.Tensor, region: str) -> tuple[str, tuple[int, int, int], torch.Tensor] | None:
     """How the C kernel sees x: (layout, dims, x in that layout), or None if it does not apply."""
-    if x.device.type != "cpu" or x.dtype not in native.DTYPE or not native.available():
+    if not _native_applies(x, region):
         return None
     n, c = x.shape[:2]
     spatial = x[0, 0].numel() if x.dim() > 2 else 1
     if region == "within":
-        if x.dim() not in (3, 4):
-            return None
         h, w = (1, x.shape[2]) if x.dim() == 3 else (x.shape[2], x.shape[3])
         return "within", (n * c, h, w), x.contiguous()
     if x.is_contiguous() and spatial > 1:
@@ -120,6 +125,7 @@ fused_forward.register_autograd(_backward, setup_context=_setup_context)
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
     check_input(x)
-    xf = x.float() if x.dtype in HALF else x
+    widen = x.dtype in HALF and not (backend != "torch" and _native_applies(x, canon.region))
+    xf = x.float() if widen else x
     y = fused_forward(xf, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, backend)
-    return y.to(x.dtype) if x.dtype in HALF else y
+    return y.to(x.dtype) if widen else y

@@ -11,243 +11,193 @@
  *     dx_c = g_c * p_c - 2 * beta * scale * x_c * sum_{j : c in window(j)} g_j * x_j * p_j / d_j
  *
  * with p = d^(-beta). Each (image, tile) or plane is computed by one thread in a fixed order,
- * so results do not depend on the number of threads. Compiled at first use by
- * lrn_cli/lrn/kernels/native.py (C99, pthreads, vectorized by the compiler).
+ * so results do not depend on the number of threads. Storage float32, float64, bfloat16 or
+ * float16; the half types are computed in float32 (loaded and rounded per element, no float32
+ * copy of the tensor). The kernels' bodies are in lrn_cpu_body.h, instantiated once per type.
+ *
+ * Threads: built with OpenMP and linked against torch's own OpenMP runtime (the libgomp that
+ * torch loads; lrn_cli/native.py), the kernels run on torch's thread pool, so they do not fight
+ * torch's workers, which stay awake between ops. Without OpenMP they start pthreads per call.
+ * Scratch buffers are per thread and kept between calls, so a call allocates nothing. Compiled
+ * at first use by lrn_cli/native.py (C99, vectorized by the compiler).
  */
 #include <math.h>
-#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+#include <pthread.h>
+#endif
 
 /* return codes of lrn_cpu (lrn_cli/lrn/kernels/native.py reads them) */
 #define LRN_OK 0
 #define LRN_BAD_LAYOUT (-1)
 #define LRN_NO_MEMORY (-2) /* a scratch buffer could not be allocated */
+#define LRN_BAD_DTYPE (-3) /* a storage type this build does not have (float16 without _Float16) */
+
+enum { POW_GENERAL, POW_075, POW_05, POW_1, POW_0 };
 
 typedef struct {
     const void *x, *g;     /* input; upstream gradient (backward only) */
     void *out;             /* y (forward) or dx (backward) */
-    long outer, C, inner;  /* across: (outer, C, inner) view; within: planes = outer*C, H = C?, see below */
-    long H, W;             /* within only */
+    long outer, C, inner;  /* across: (outer, C, inner) */
+    long H, W;             /* within: outer planes of H x W */
     int lo, hi;
     double scale, k, beta;
     int backward;
+    int mode;              /* which POW_ path computes d^-beta */
     long items;            /* units of work */
     long tile;             /* across planar: inner elements per unit */
 } job_t;
 
-/* p = d^(-beta), with the common exponents done without exp/log */
-#define DEFINE_NEGPOW(T, SUF, EXP, LOG, SQRT)                                          \
-    static void negpow_##SUF(T *restrict p, const T *restrict d, long n, T beta) {    \
-        if (beta == (T)0.75) {                                                         \
-            for (long i = 0; i < n; i++) p[i] = (T)1 / SQRT(d[i] * SQRT(d[i]));        \
-        } else if (beta == (T)0.5) {                                                   \
-            for (long i = 0; i < n; i++) p[i] = (T)1 / SQRT(d[i]);                     \
-        } else if (beta == (T)1) {                                                     \
-            for (long i = 0; i < n; i++) p[i] = (T)1 / d[i];                           \
-        } else if (beta == (T)0) {                                                     \
-            for (long i = 0; i < n; i++) p[i] = (T)1;                                  \
-        } else {                                                                       \
-            for (long i = 0; i < n; i++) p[i] = EXP(-beta * LOG(d[i]));                \
-        }                                                                              \
-    }
+/* The calling thread's scratch memory, grown on demand and kept for the next call. */
+static __thread void *scratch_buf;
+static __thread size_t scratch_cap;
 
-/*
- * Across channels, planar layout (N, C, inner) with inner = H*W > 1: a unit is one image and
- * one tile of `tile` pixels; rows of the tile are vectorized over pixels.
- */
-#define DEFINE_ACROSS_PLANAR(T, SUF)                                                              \
-    static int across_planar_##SUF(const job_t *j, long u0, long u1) {                           \
-        const long C = j->C, inner = j->inner, tile = j->tile;                                   \
-        const long tiles = (inner + tile - 1) / tile;                                            \
-        const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;                             \
-        const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
-        T *d = malloc(sizeof(T) * tile), *p = malloc(sizeof(T) * tile);                          \
-        T *U = j->backward ? malloc(sizeof(T) * tile * C) : NULL;                                \
-        if (!d || !p || (j->backward && !U)) {                                                   \
-            free(d); free(p); free(U);                                                           \
-            return LRN_NO_MEMORY;                                                                \
-        }                                                                                        \
-        for (long u = u0; u < u1; u++) {                                                         \
-            const long o = u / tiles, i0 = (u % tiles) * tile;                                   \
-            const long n = (i0 + tile <= inner) ? tile : inner - i0;                             \
-            const T *x = (const T *)j->x + o * C * inner + i0;                                   \
-            const T *g = j->backward ? (const T *)j->g + o * C * inner + i0 : NULL;              \
-            T *out = (T *)j->out + o * C * inner + i0;                                           \
-            for (long c = 0; c < C; c++) {                                                       \
-                const long a = c - j->lo < 0 ? 0 : c - j->lo;                                    \
-                const long b = c + j->hi > C - 1 ? C - 1 : c + j->hi;                            \
-                for (long i = 0; i < n; i++) d[i] = 0;                                           \
-                for (long w = a; w <= b; w++) {                                                  \
-                    const T *xw = x + w * inner;                                                 \
-                    for (long i = 0; i < n; i++) d[i] += xw[i] * xw[i];                          \
-                }                                                                                \
-                for (long i = 0; i < n; i++) d[i] = k + scale * d[i];                            \
-                negpow_##SUF(p, d, n, beta);                                                     \
-                const T *xc = x + c * inner;                                                     \
-                T *oc = out + c * inner;                                                         \
-                if (!j->backward) {                                                              \
-                    for (long i = 0; i < n; i++) oc[i] = xc[i] * p[i];                           \
-                } else {                                                                         \
-                    const T *gc = g + c * inner;                                                 \
-                    T *Uc = U + c * tile;                                                        \
-                    for (long i = 0; i < n; i++) {                                               \
-                        oc[i] = gc[i] * p[i];                                                    \
-                        Uc[i] = gc[i] * xc[i] * p[i] / d[i];                                     \
-                    }                                                                            \
-                }                                                                                \
-            }                                                                                    \
-            if (!j->backward) continue;                                                          \
-            for (long c = 0; c < C; c++) { /* transposed window: j in c-hi .. c+lo */            \
-                const long a = c - j->hi < 0 ? 0 : c - j->hi;                                    \
-                const long b = c + j->lo > C - 1 ? C - 1 : c + j->lo;                            \
-                for (long i = 0; i < n; i++) d[i] = 0;                                           \
-                for (long w = a; w <= b; w++) {                                                  \
-                    const T *Uw = U + w * tile;                                                  \
-                    for (long i = 0; i < n; i++) d[i] += Uw[i];                                  \
-                }                                                                                \
-                const T *xc = x + c * inner;                                                     \
-                T *oc = out + c * inner;                                                         \
-                for (long i = 0; i < n; i++) oc[i] -= c2 * xc[i] * d[i];                         \
-            }                                                                                    \
-        }                                                                                        \
-        free(d); free(p); free(U);                                                               \
-        return LRN_OK;                                                                           \
+static void *scratch(size_t bytes) {
+    if (bytes > scratch_cap) {
+        free(scratch_buf);
+        scratch_buf = malloc(bytes);
+        scratch_cap = scratch_buf ? bytes : 0;
     }
+    return scratch_buf;
+}
 
-/*
- * Across channels, packed layout (pixels, C): channels_last, or inner == 1. A unit is one
- * pixel's channel vector; sums are vectorized over channels from a zero-padded copy.
- */
-#define DEFINE_ACROSS_PACKED(T, SUF)                                                              \
-    static int across_packed_##SUF(const job_t *j, long u0, long u1) {                           \
-        const long C = j->C, size = j->lo + j->hi + 1, pad = C + size;                           \
-        const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;                             \
-        const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
-        T *sq = calloc(pad, sizeof(T)), *d = malloc(sizeof(T) * C), *p = malloc(sizeof(T) * C);  \
-        if (!sq || !d || !p) {                                                                   \
-            free(sq); free(d); free(p);                                                          \
-            return LRN_NO_MEMORY;                                                                \
-        }                                                                                        \
-        for (long u = u0; u < u1; u++) {                                                         \
-            const T *x = (const T *)j->x + u * C;                                                \
-            T *out = (T *)j->out + u * C;                                                        \
-            for (long c = 0; c < C; c++) sq[j->lo + c] = x[c] * x[c];                            \
-            for (long c = 0; c < C; c++) d[c] = 0;                                               \
-            for (long t = 0; t < size; t++)                                                      \
-                for (long c = 0; c < C; c++) d[c] += sq[c + t];                                  \
-            for (long c = 0; c < C; c++) d[c] = k + scale * d[c];                                \
-            negpow_##SUF(p, d, C, beta);                                                         \
-            if (!j->backward) {                                                                  \
-                for (long c = 0; c < C; c++) out[c] = x[c] * p[c];                               \
-                continue;                                                                        \
-            }                                                                                    \
-            const T *g = (const T *)j->g + u * C;                                                \
-            for (long c = 0; c < pad; c++) sq[c] = 0; /* now U, padded by hi below */            \
-            for (long c = 0; c < C; c++) {                                                       \
-                out[c] = g[c] * p[c];                                                            \
-                sq[j->hi + c] = g[c] * x[c] * p[c] / d[c];                                       \
-            }                                                                                    \
-            for (long c = 0; c < C; c++) d[c] = 0;                                               \
-            for (long t = 0; t < size; t++)                                                      \
-                for (long c = 0; c < C; c++) d[c] += sq[c + t];                                  \
-            for (long c = 0; c < C; c++) out[c] -= c2 * x[c] * d[c];                             \
-            for (long c = 0; c < pad; c++) sq[c] = 0;                                            \
-        }                                                                                        \
-        free(sq); free(d); free(p);                                                              \
-        return LRN_OK;                                                                           \
-    }
+/* bfloat16 <-> float32, rounding to nearest even as torch does (NaN stays a quiet NaN) */
+static inline float bf16_load(const uint16_t *p) {
+    const uint32_t u = (uint32_t)*p << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
-/*
- * Within a channel: a unit is a chunk of (image, channel) planes of a contiguous NCHW tensor.
- * The planes of a chunk are laid out one under the other with P = max(lo, hi) zero rows and
- * columns around each, so that both box sums (rows, then columns) are shifted adds over one
- * long flat buffer, whatever the plane size; only the interior is read back.
- */
-#define DEFINE_WITHIN(T, SUF)                                                                     \
-    static void box_flat_##SUF(T *restrict dst, const T *restrict src, T *restrict tmp,         \
-                               long total, long Wp, long P, int lo, int hi) {                    \
-        /* tmp = sum along rows, dst = sum of tmp along columns; the first and last P rows of    \
-           the buffer stay out of reach of the shifts */                                         \
-        const long a = P * Wp, b = total - P * Wp;                                               \
-        for (long i = a - P * Wp; i < b + P * Wp; i++) tmp[i] = src[i];                          \
-        for (int s = -lo; s <= hi; s++)                                                          \
-            if (s) for (long i = P; i < total - P; i++) tmp[i] += src[i + s];                    \
-        for (long i = a; i < b; i++) dst[i] = tmp[i];                                            \
-        for (int r = -lo; r <= hi; r++) {                                                        \
-            const long off = r * Wp;                                                             \
-            if (r) for (long i = a; i < b; i++) dst[i] += tmp[i + off];                          \
-        }                                                                                        \
-    }                                                                                            \
-    static int within_##SUF(const job_t *j, long u0, long u1) {                                  \
-        const long H = j->H, W = j->W, HW = H * W;                                               \
-        const long P = j->lo > j->hi ? j->lo : j->hi, Wp = W + 2 * P, Hp = H + 2 * P;            \
-        const long per = Hp * Wp; /* one padded plane */                                         \
-        long chunk = 32768 / per; /* planes per chunk: about 128 KB of floats per buffer */      \
-        if (chunk < 1) chunk = 1;                                                                \
-        const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;                             \
-        const T c2 = (T)(2.0 * j->beta * j->scale);                                              \
-        const long cap = chunk * per;                                                            \
-        T *Q = calloc(cap, sizeof(T)), *S = malloc(sizeof(T) * cap), *tmp = malloc(sizeof(T) * cap); \
-        if (!Q || !S || !tmp) {                                                                  \
-            free(Q); free(S); free(tmp);                                                         \
-            return LRN_NO_MEMORY;                                                                \
-        }                                                                                        \
-        for (long u = u0; u < u1; u += chunk) {                                                  \
-            const long np = (u + chunk <= u1) ? chunk : u1 - u, total = np * per;                \
-            const T *x = (const T *)j->x + u * HW;                                               \
-            const T *g = j->backward ? (const T *)j->g + u * HW : NULL;                          \
-            T *out = (T *)j->out + u * HW;                                                       \
-            for (long q = 0; q < np; q++) /* squares into the interior; the pads stay zero */    \
-                for (long h = 0; h < H; h++) {                                                   \
-                    const T *xr = x + q * HW + h * W;                                            \
-                    T *Qr = Q + q * per + (h + P) * Wp + P;                                      \
-                    for (long w = 0; w < W; w++) Qr[w] = xr[w] * xr[w];                          \
-                }                                                                                \
-            box_flat_##SUF(S, Q, tmp, total, Wp, P, j->lo, j->hi);                               \
-            /* d and p over the whole flat buffer (long loops; the pads cost a little extra) */  \
-            const long a = P * Wp, b = total - P * Wp;                                           \
-            for (long i = a; i < b; i++) S[i] = k + scale * S[i];                                \
-            negpow_##SUF(tmp + a, S + a, b - a, beta);                                           \
-            for (long q = 0; q < np; q++)                                                        \
-                for (long h = 0; h < H; h++) {                                                   \
-                    const long at = q * HW + h * W, row = q * per + (h + P) * Wp + P;            \
-                    const T *pr = tmp + row, *dr = S + row;                                      \
-                    if (!j->backward) {                                                          \
-                        for (long w = 0; w < W; w++) out[at + w] = x[at + w] * pr[w];            \
-                        continue;                                                                \
-                    }                                                                            \
-                    T *Ur = Q + row; /* Q now holds u = g x p / d */                             \
-                    for (long w = 0; w < W; w++) {                                               \
-                        out[at + w] = g[at + w] * pr[w];                                         \
-                        Ur[w] = g[at + w] * x[at + w] * pr[w] / dr[w];                           \
-                    }                                                                            \
-                }                                                                                \
-            if (!j->backward) continue;                                                          \
-            box_flat_##SUF(S, Q, tmp, total, Wp, P, j->hi, j->lo); /* the transposed window */   \
-            for (long q = 0; q < np; q++)                                                        \
-                for (long h = 0; h < H; h++) {                                                   \
-                    const long at = q * HW + h * W;                                              \
-                    const T *Sr = S + q * per + (h + P) * Wp + P;                                \
-                    for (long w = 0; w < W; w++) out[at + w] -= c2 * x[at + w] * Sr[w];          \
-                }                                                                                \
-        }                                                                                        \
-        free(Q); free(S); free(tmp);                                                             \
-        return LRN_OK;                                                                           \
-    }
+static inline uint16_t bf16_store(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
-DEFINE_NEGPOW(float, f32, expf, logf, sqrtf)
-DEFINE_NEGPOW(double, f64, exp, log, sqrt)
-DEFINE_ACROSS_PLANAR(float, f32)
-DEFINE_ACROSS_PLANAR(double, f64)
-DEFINE_ACROSS_PACKED(float, f32)
-DEFINE_ACROSS_PACKED(double, f64)
-DEFINE_WITHIN(float, f32)
-DEFINE_WITHIN(double, f64)
+/* vectors of 64 bytes (GCC's vector extension; split into halves where the CPU has 32-byte ones) */
+typedef float vf32 __attribute__((vector_size(64)));
+typedef double vf64 __attribute__((vector_size(64)));
+typedef uint32_t vu32 __attribute__((vector_size(64)));
+typedef int32_t vi32 __attribute__((vector_size(64)));
+typedef uint16_t vu16 __attribute__((vector_size(32)));
+
+static inline vf32 vld_f32(const float *p) { vf32 v; memcpy(&v, p, sizeof v); return v; }
+static inline void vst_f32(float *p, vf32 v) { memcpy(p, &v, sizeof v); }
+static inline vf64 vld_f64(const double *p) { vf64 v; memcpy(&v, p, sizeof v); return v; }
+static inline void vst_f64(double *p, vf64 v) { memcpy(p, &v, sizeof v); }
+
+static inline vf32 vld_bf16(const uint16_t *p) {
+    vu16 h;
+    memcpy(&h, p, sizeof h);
+    return (vf32)(__builtin_convertvector(h, vu32) << 16);
+}
+
+static inline void vst_bf16(uint16_t *p, vf32 v) { /* as bf16_store, lane by lane */
+    const vu32 u = (vu32)v;
+    const vu32 nan = (vu32)((vi32)(u & 0x7fffffffu) > 0x7f800000);
+    const vu32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const vu16 h = __builtin_convertvector((r & ~nan) | (0x7fc0u & nan), vu16);
+    memcpy(p, &h, sizeof h);
+}
+
+#define S float
+#define T float
+#define V vf32
+#define VL 16
+#define SUF f32
+#define VLD(p) vld_f32(p)
+#define VST(p, v) vst_f32(p, v)
+#define LD(p) (*(p))
+#define ST(v) (v)
+#define SQRT_T sqrtf
+#define EXP_T expf
+#define LOG_T logf
+#include "lrn_cpu_body.h"
+
+#define S uint16_t
+#define SUF bf16
+#define VLD(p) vld_bf16(p)
+#define VST(p, v) vst_bf16(p, v)
+#define LD(p) bf16_load(p)
+#define ST(v) bf16_store(v)
+#include "lrn_cpu_body.h"
+
+#ifdef __FLT16_MAX__
+#define HAVE_F16 1
+typedef _Float16 vf16 __attribute__((vector_size(32)));
+static inline vf32 vld_f16(const _Float16 *p) { vf16 h; memcpy(&h, p, sizeof h); return __builtin_convertvector(h, vf32); }
+static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_convertvector(v, vf16); memcpy(p, &h, sizeof h); }
+#define S _Float16
+#define SUF f16
+#define VLD(p) vld_f16(p)
+#define VST(p, v) vst_f16(p, v)
+#define LD(p) ((float)*(p))
+#define ST(v) ((_Float16)(v))
+#include "lrn_cpu_body.h"
+#else
+#define HAVE_F16 0
+#endif
+#undef T
+#undef V
+#undef VL
+#undef SQRT_T
+#undef EXP_T
+#undef LOG_T
+
+#define S double
+#define T double
+#define V vf64
+#define VL 8
+#define SUF f64
+#define VLD(p) vld_f64(p)
+#define VST(p, v) vst_f64(p, v)
+#define LD(p) (*(p))
+#define ST(v) (v)
+#define SQRT_T sqrt
+#define EXP_T exp
+#define LOG_T log
+#include "lrn_cpu_body.h"
+#undef T
+#undef V
+#undef VL
+#undef SQRT_T
+#undef EXP_T
+#undef LOG_T
+
+#define VL 16 /* the tile is a multiple of the widest block */
 
 /* a unit range's work: LRN_OK, or LRN_NO_MEMORY before it has written anything */
 typedef int (*work_fn)(const job_t *, long, long);
 
+/* thread t of n takes a contiguous, balanced slice of the units */
+static long slice_start(long items, int t, int n) {
+    return t * (items / n) + (t < items % n ? t : items % n);
+}
+
+#ifdef _OPENMP
+/* Run the units on `threads` threads of the OpenMP pool (torch's); return the first failure. */
+static int run(const job_t *job, work_fn fn, int threads) {
+    if (threads > job->items) threads = (int)job->items;
+    if (threads <= 1 || omp_in_parallel()) return fn(job, 0, job->items);
+    int rc = LRN_OK;
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int r = fn(job, slice_start(job->items, t, n), slice_start(job->items, t + 1, n));
+        if (r != LRN_OK) {
+#pragma omp critical
+            if (rc == LRN_OK) rc = r;
+        }
+    }
+    return rc;
+}
+#else
 typedef struct {
     const job_t *job;
     work_fn fn;
@@ -255,60 +205,97 @@ typedef struct {
     int rc;
 } slice_t;
 
+static void scratch_release(void) {
+    free(scratch_buf);
+    scratch_buf = NULL;
+    scratch_cap = 0;
+}
+
 static void *run_slice(void *arg) {
     slice_t *s = (slice_t *)arg;
     s->rc = s->fn(s->job, s->u0, s->u1);
+    scratch_release(); /* the thread ends here */
     return NULL;
 }
 
-/* Split units [0, items) into `threads` contiguous slices; run them, wait, and return the
-   first slice's failure, if any. */
+/* Split units [0, items) into `threads` slices on new pthreads; wait; return the first failure. */
 static int run(const job_t *job, work_fn fn, int threads) {
     if (threads > job->items) threads = (int)job->items;
     if (threads <= 1) return fn(job, 0, job->items);
     pthread_t tid[256];
     slice_t sl[256];
+    int started[256];
     if (threads > 256) threads = 256;
     for (int t = 0; t < threads; t++) {
-        sl[t] = (slice_t){job, fn, job->items * t / threads, job->items * (t + 1) / threads, LRN_OK};
-        if (t > 0 && pthread_create(&tid[t], NULL, run_slice, &sl[t]) != 0) sl[t].fn = NULL;
+        sl[t] = (slice_t){job, fn, slice_start(job->items, t, threads), slice_start(job->items, t + 1, threads), LRN_OK};
+        started[t] = t > 0 && pthread_create(&tid[t], NULL, run_slice, &sl[t]) == 0;
     }
-    run_slice(&sl[0]);
-    int rc = sl[0].rc;
+    int rc = fn(job, sl[0].u0, sl[0].u1);
     for (int t = 1; t < threads; t++) {
-        if (sl[t].fn) pthread_join(tid[t], NULL);
+        if (started[t]) pthread_join(tid[t], NULL);
         else sl[t].rc = fn(job, sl[t].u0, sl[t].u1); /* could not start a thread: do it here */
         if (rc == LRN_OK) rc = sl[t].rc;
     }
     return rc;
 }
+#endif
+
+/* 1 where this build has the storage type (0 float32, 1 float64, 2 bfloat16, 3 float16) */
+int lrn_cpu_has_dtype(int dtype) { return dtype >= 0 && dtype <= 2 ? 1 : dtype == 3 ? HAVE_F16 : 0; }
+
+/* 1 where the kernels run on the OpenMP pool (torch's), 0 on their own pthreads */
+int lrn_cpu_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 /*
- * Entry points. layout: 0 = across planar (outer, C, inner); 1 = across packed (outer pixels,
- * C contiguous); 2 = within (outer planes of H x W). dtype: 0 = float32, 1 = float64.
- * g == NULL: forward into out; else backward (dx) into out. Returns LRN_OK, LRN_BAD_LAYOUT, or
- * LRN_NO_MEMORY (out is then incomplete).
+ * Entry point. layout: 0 = across planar (outer, C, inner); 1 = across packed (outer pixels,
+ * C contiguous); 2 = within (outer planes of H x W). dtype: as lrn_cpu_has_dtype.
+ * g == NULL: forward into out; else backward (dx) into out. Returns LRN_OK, LRN_BAD_LAYOUT,
+ * LRN_BAD_DTYPE or LRN_NO_MEMORY (out is then incomplete).
  */
 int lrn_cpu(int layout, int dtype, const void *x, const void *g, void *out, long outer, long C,
             long inner, long H, long W, int lo, int hi, double scale, double k, double beta,
             int threads) {
-    job_t job = {x, g, out, outer, C, inner, H, W, lo, hi, scale, k, beta, g != NULL, 0, 1};
-    work_fn fn;
+    job_t job = {x, g, out, outer, C, inner, H, W, lo, hi, scale, k, beta, g != NULL, POW_GENERAL, 0, 1};
+    job.mode = beta == 0.75 ? POW_075 : beta == 0.5 ? POW_05 : beta == 1.0 ? POW_1 : beta == 0.0 ? POW_0 : POW_GENERAL;
+    if (!lrn_cpu_has_dtype(dtype)) return LRN_BAD_DTYPE;
+    static const work_fn table[3][4] = {
+        {across_planar_f32, across_planar_f64, across_planar_bf16,
+#if HAVE_F16
+         across_planar_f16},
+#else
+         NULL},
+#endif
+        {across_packed_f32, across_packed_f64, across_packed_bf16,
+#if HAVE_F16
+         across_packed_f16},
+#else
+         NULL},
+#endif
+        {within_f32, within_f64, within_bf16,
+#if HAVE_F16
+         within_f16},
+#else
+         NULL},
+#endif
+    };
     if (layout == 0) {
-        long tile = 16384 / (C > 0 ? C : 1);
-        tile = tile < 64 ? 64 : (tile > 2048 ? 2048 : tile);
+        /* a tile of x: 256 KB of floats forward; 64 KB backward, which also keeps 2 C tile values */
+        long tile = (g ? 16384 : 65536) / (C > 0 ? C : 1);
+        tile = tile < 64 ? 64 : (tile > 8192 ? 8192 : tile);
+        tile -= tile % VL;
         if (tile > inner) tile = inner;
         job.tile = tile;
         job.items = outer * ((inner + tile - 1) / tile);
-        fn = dtype ? across_planar_f64 : across_planar_f32;
-    } else if (layout == 1) {
+    } else if (layout == 1 || layout == 2) {
         job.items = outer;
-        fn = dtype ? across_packed_f64 : across_packed_f32;
-    } else if (layout == 2) {
-        job.items = outer;
-        fn = dtype ? within_f64 : within_f32;
     } else {
         return LRN_BAD_LAYOUT;
     }
-    return job.items > 0 ? run(&job, fn, threads) : LRN_OK;
+    return job.items > 0 ? run(&job, table[layout][dtype], threads) : LRN_OK;
 }

@@ -8,7 +8,7 @@ import torch
 from ... import native
 
 LAYOUT = {"planar": 0, "packed": 1, "within": 2}
-DTYPE = {torch.float32: 0, torch.float64: 1}
+DTYPE = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 NO_MEMORY = -2  # lrn_cpu.c's LRN_NO_MEMORY: a scratch buffer could not be allocated
 
 
@@ -16,6 +16,8 @@ def load() -> ctypes.CDLL | None:
     lib = native.library("lrn_cpu")
     if lib is not None and lib.lrn_cpu.argtypes is None:
         lib.lrn_cpu.restype = ctypes.c_int
+        lib.lrn_cpu_has_dtype.restype = lib.lrn_cpu_openmp.restype = ctypes.c_int
+        lib.lrn_cpu_has_dtype.argtypes = [ctypes.c_int]
         lib.lrn_cpu.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long,
                                 ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double,
@@ -25,6 +27,18 @@ def load() -> ctypes.CDLL | None:
 
 def available() -> bool:
     return load() is not None
+
+
+def supports(dtype: torch.dtype) -> bool:
+    """Whether the built kernels take this dtype as it is (float16 needs a compiler with _Float16)."""
+    lib = load()
+    return lib is not None and dtype in DTYPE and bool(lib.lrn_cpu_has_dtype(DTYPE[dtype]))
+
+
+def on_torch_threads() -> bool:
+    """Whether the kernels run on torch's OpenMP pool (else on threads of their own)."""
+    lib = load()
+    return lib is not None and bool(lib.lrn_cpu_openmp())
 
 
 def call(layout: str, x: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor, dims: tuple[int, ...],
