@@ -1,15 +1,21 @@
 """`lrn bench`: how fast, and how much memory, LRN costs, measured side by side.
 
-Two tables:
+Three tables:
 
 * layers: for each shape, dtype and region, torch's own layer (`nn.LocalResponseNorm`; within a
   channel, the avg_pool2d formulation a PyTorch user would write), this project's reference
   formula and its fused implementation: forward and forward+backward time (median of repeats,
   the implementations interleaved), speed-up over torch, memory held for the backward beyond the
   input, and achieved bytes/s against a copy measured on the same machine;
+* interleaved: the fused forward+backward timed alone (after itself), right after a
+  convolution, and alternating with torch's layer, as in a network, where other ops' threads
+  are still awake when it starts; a kernel that competes with them for the cores slows down;
 * train step: a whole SGD step of the cifar10_full preset and of an AlexNet-style net at 128 px
   with torch's LRN, with ours, and with the LRN layers replaced by identity; the overhead of LRN
-  is the step time over the identity step's.
+  is the step time over the identity step's; and the network's evaluation throughput (forward
+  only, eval batch) against its training throughput.
+
+`LRN_MALLOC=0 lrn bench` measures what a user's own training loop gets (no malloc tuning).
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ ACROSS = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # AlexNet's values, torch's
 WITHIN = dict(size=3, alpha=5e-5, beta=0.75)  # Caffe's cifar10_full
 SHAPES = [(128, 32, 16, 16), (64, 96, 55, 55), (64, 256, 27, 27)]
 WITHIN_SHAPES = SHAPES
+INTERLEAVED = [("across", (128, 32, 16, 16)), ("across", (64, 96, 55, 55)), ("across", (64, 256, 27, 27)),
+               ("within", (128, 32, 16, 16)), ("within", (128, 32, 8, 8))]
+EVAL_BATCH = 500  # the default eval.batch_size
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -137,6 +146,36 @@ def bench_layers(shape: tuple[int, ...], dtype: torch.dtype, region: str, device
     return rows
 
 
+def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device, repeats: int) -> dict[str, Any]:
+    """The fused forward+backward alone, right after a convolution, and alternating with torch's
+    layer; each repeat does all three, so the first fused call follows the previous repeat's."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g).to(device)
+    grad = torch.randn(*shape, generator=g).to(device)
+    layers = layers_for(region)
+    fused, theirs = layers["fused"], layers["torch"]
+    conv = nn.Conv2d(shape[1], shape[1], 3, padding=1, groups=shape[1]).to(device)  # depthwise: cheap
+
+    def step(layer: nn.Module) -> None:
+        xx = x.detach().requires_grad_()
+        layer(xx).backward(grad)
+
+    times: dict[str, list[float]] = {"alone": [], "after_conv": [], "torch": [], "after_torch": []}
+    for _ in range(2):
+        step(fused), step(theirs)
+    for _ in range(repeats):
+        times["alone"].append(_time(lambda: step(fused), device))
+        with torch.no_grad():
+            conv(x)
+        times["after_conv"].append(_time(lambda: step(fused), device))
+        times["torch"].append(_time(lambda: step(theirs), device))
+        times["after_torch"].append(_time(lambda: step(fused), device))
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return {"region": region, "shape": list(shape), **{f"{k}_ms": v for k, v in ms.items()},
+            "after_conv_vs_alone": ms["after_conv"] / ms["alone"], "after_torch_vs_alone": ms["after_torch"] / ms["alone"],
+            "speedup_alternating": ms["torch"] / ms["after_torch"]}
+
+
 def _swap_lrn(model: nn.Module, make: Callable[[LocalResponseNorm], nn.Module]) -> nn.Module:
     for i, m in enumerate(model):
         if isinstance(m, LocalResponseNorm):
@@ -152,13 +191,17 @@ def _torch_layer(m: LocalResponseNorm) -> nn.Module:
     return nn.LocalResponseNorm(m.size, alpha, m.beta, m.k)
 
 
-def bench_train_steps(device: torch.device, repeats: int) -> list[dict[str, Any]]:
+STEP_NETS = [("cifar10_full", {"preset": "cifar10_full", "norm": {"region": "within", "convention": "caffe",
+                                                                 "size": 3, "alpha": 5e-5, "beta": 0.75}}, 32, 128),
+             ("alexnet_128px", {"preset": "alexnet", "norm": {"convention": "alexnet"}}, 128, 32)]
+
+
+def bench_train_steps(device: torch.device, repeats: int,
+                      nets: list[tuple[str, dict, int, int]] = STEP_NETS) -> list[dict[str, Any]]:
+    """(name, model config, image size, batch) per net."""
     from .config import load_config
     from .models import build_model
 
-    nets = [("cifar10_full", {"preset": "cifar10_full", "norm": {"region": "within", "convention": "caffe",
-                                                               "size": 3, "alpha": 5e-5, "beta": 0.75}}, 32, 128),
-            ("alexnet_128px", {"preset": "alexnet", "norm": {"convention": "alexnet"}}, 128, 32)]
     rows = []
     for name, model_cfg, size, batch in nets:
         cfg = load_config({"model": model_cfg}).model
@@ -181,17 +224,30 @@ def bench_train_steps(device: torch.device, repeats: int) -> list[dict[str, Any]
             loss.backward()
             opt.step()
 
+        xe = torch.randn(EVAL_BATCH, 3, size, size, device=device)
+
+        def evaluate(model: nn.Module) -> None:
+            model.eval()
+            with torch.no_grad():
+                model(xe)
+            model.train()
+
         times: dict[str, list[float]] = {v: [] for v in variants}
+        evals: dict[str, list[float]] = {v: [] for v in variants}
         for model, opt in variants.values():
             step(model, opt)
+            evaluate(model)
         for _ in range(repeats):
             for v, (model, opt) in variants.items():
                 times[v].append(_time(lambda: step(model, opt), device))
+                evals[v].append(_time(lambda: evaluate(model), device))
         ident = statistics.median(times["identity"])
         for v in ("torch", "ours", "identity"):
-            t = statistics.median(times[v])
+            t, te = statistics.median(times[v]), statistics.median(evals[v])
             rows.append({"net": name, "batch": batch, "image_size": size, "lrn": v, "step_ms": 1e3 * t,
-                         "overhead": t / ident - 1})
+                         "overhead": t / ident - 1, "train_images_per_s": batch / t,
+                         "eval_batch": EVAL_BATCH, "eval_images_per_s": EVAL_BATCH / te,
+                         "eval_vs_train": (EVAL_BATCH / te) / (batch / t)})
     return rows
 
 
@@ -207,11 +263,13 @@ def run(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), repeats: in
             layer_rows += bench_layers(shape, DTYPES[dtype], "across", dev, repeats)
         for shape in within:
             layer_rows += bench_layers(shape, DTYPES[dtype], "within", dev, repeats)
+    interleaved = [bench_interleaved(shape, region, dev, repeats)
+                   for region, shape in ([("within", (8, 32, 8, 8))] if quick else INTERLEAVED)]
     steps = [] if quick else bench_train_steps(dev, step_repeats)
     from .runs import environment
 
     return {"env": environment(torch.get_num_threads(), device), "repeats": repeats, "layers": layer_rows,
-            "train_steps": steps}
+            "interleaved": interleaved, "train_steps": steps}
 
 
 def format_tables(result: dict[str, Any]) -> str:
@@ -227,9 +285,21 @@ def format_tables(result: dict[str, Any]) -> str:
         speed = f"{r['speedup']:.1f}x" if r["speedup"] else "-"
         lines.append(f"{head} {r['forward_ms']:9.2f} {r['fwd_bwd_ms']:11.2f} {speed:>8} {r['held_mb']:8.1f} "
                      f"{r['gbytes_per_s']:6.1f} {100 * r['of_copy']:6.0f}%")
+    if result.get("interleaved"):
+        lines += ["", "Interleaved (fused fwd+bwd float32 alone, right after a convolution, and alternating with "
+                  "torch's layer; speed-up over torch's when alternating)",
+                  f"{'region':7} {'shape':18} {'alone ms':>9} {'after conv':>11} {'after torch':>12} {'torch ms':>9} "
+                  f"{'speed-up':>8}"]
+        for r in result["interleaved"]:
+            lines.append(f"{r['region']:7} {'x'.join(map(str, r['shape'])):18} {r['alone_ms']:9.2f} "
+                         f"{r['after_conv_ms']:7.2f} ({r['after_conv_vs_alone']:.2f}x) {r['after_torch_ms']:7.2f} "
+                         f"({r['after_torch_vs_alone']:.2f}x) {r['torch_ms']:9.2f} {r['speedup_alternating']:7.1f}x")
     if result["train_steps"]:
-        lines += ["", "Train step (SGD step; overhead = step time / step with LRN replaced by identity - 1)",
-                  f"{'net':14} {'batch':>5} {'LRN':9} {'step ms':>9} {'overhead':>9}"]
+        lines += ["", "Train step (SGD step; overhead = step time / step with LRN replaced by identity - 1; "
+                  f"evaluation: forward at batch {EVAL_BATCH}, images/s over training's)",
+                  f"{'net':14} {'batch':>5} {'LRN':9} {'step ms':>9} {'overhead':>9} {'train img/s':>12} "
+                  f"{'eval img/s':>11} {'eval/train':>10}"]
         for r in result["train_steps"]:
-            lines.append(f"{r['net']:14} {r['batch']:5} {r['lrn']:9} {r['step_ms']:9.1f} {100 * r['overhead']:8.1f}%")
+            lines.append(f"{r['net']:14} {r['batch']:5} {r['lrn']:9} {r['step_ms']:9.1f} {100 * r['overhead']:8.1f}% "
+                         f"{r['train_images_per_s']:12.0f} {r['eval_images_per_s']:11.0f} {r['eval_vs_train']:9.2f}x")
     return "\n".join(lines)

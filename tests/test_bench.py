@@ -24,6 +24,25 @@ def test_quick_bench_writes_every_row(tmp_path):
         if r["impl"] == "torch":
             assert r["held_mb"] > 0 and r["speedup"] == 1
     assert "speed-up" in res.stdout and "fused" in res.stdout
+    (inter,) = result["interleaved"]
+    assert inter["region"] == "within" and all(inter[k] > 0 for k in ("alone_ms", "after_conv_ms", "after_torch_ms"))
+    assert inter["after_conv_vs_alone"] == inter["after_conv_ms"] / inter["alone_ms"]
+    assert "Interleaved" in res.stdout
+
+
+def test_train_step_rows_carry_the_evaluation_throughput(monkeypatch):
+    """Small nets stand in for the presets: every variant gets its step time, overhead over the
+    identity step, and evaluation against training images/s at the same thread count."""
+    import lrn_cli.bench as bench
+
+    monkeypatch.setattr(bench, "EVAL_BATCH", 4)
+    rows = bench.bench_train_steps(torch.device("cpu"), repeats=1, nets=[
+        ("tiny", {"preset": "cifar10_quick", "norm": {"type": "lrn"}}, 16, 2)])
+    assert [r["lrn"] for r in rows] == ["torch", "ours", "identity"]
+    for r in rows:
+        assert r["eval_images_per_s"] > 0 and r["train_images_per_s"] > 0
+        assert abs(r["eval_vs_train"] - r["eval_images_per_s"] / r["train_images_per_s"]) < 1e-9
+    assert rows[2]["overhead"] == 0
 
 
 def test_memory_held_for_backward():
