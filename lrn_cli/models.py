@@ -25,6 +25,7 @@ from torch import nn
 from .config import ModelConfig, NormConfig, parse_layer, slot_norm
 from .errors import UserError
 from .lrn import LocalResponseNorm
+from .ops import MaxPool2d
 from .presets import CAFFE, PRESETS, CaffeLayer
 
 
@@ -162,7 +163,7 @@ def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes
                 raise UserError(f"{where}: 'local' does not fit a {tuple(x.shape[1:])} input ({e}); "
                                 "check image_size and the layer sizes") from None
         elif kind == "pool":
-            pool = nn.MaxPool2d if spec.kind == "max" else nn.AvgPool2d
+            pool = MaxPool2d if spec.kind == "max" else nn.AvgPool2d  # MaxPool2d: nn's, with a C kernel
             m = pool(spec.kernel, spec.stride or spec.kernel, spec.padding, ceil_mode=spec.ceil)
         elif kind == "adaptive_pool":
             m = (nn.AdaptiveMaxPool2d if spec.kind == "max" else nn.AdaptiveAvgPool2d)(spec.size)

@@ -2,7 +2,7 @@
 
 `library(name)` compiles `SOURCES[name]` at first use with the system C compiler into a cache
 folder (`$LRN_CACHE_DIR`, else `$XDG_CACHE_HOME/lrn`, else `~/.cache/lrn`), keyed by the source
-(and the headers beside it), the flags, the compiler and the CPU, so a change in any of them
+(and the headers beside it and beside this file), the flags, the compiler and the CPU, so a change in any of them
 rebuilds it. No torch headers are involved, so a build takes a few seconds, and nothing is built
 at install time. Where there is no compiler it returns None (with one warning) and callers use
 their PyTorch path. `LRN_NATIVE=0` turns the C kernels off.
@@ -28,12 +28,14 @@ import warnings
 from pathlib import Path
 
 SOURCES = {"lrn_cpu": Path(__file__).parent / "lrn" / "kernels" / "lrn_cpu.c",
-           "augment_cpu": Path(__file__).parent / "data" / "augment_cpu.c"}
+           "augment_cpu": Path(__file__).parent / "data" / "augment_cpu.c",
+           "maxpool_cpu": Path(__file__).parent / "ops" / "maxpool_cpu.c"}
 # -ffast-math lets the compiler vectorize exp/log (glibc's libmvec); it is given when compiling
 # only, not when linking, so that loading the library leaves the process's FP flags alone.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=gnu99", "-Wall"]
 LDFLAGS = ["-shared", "-pthread", "-lmvec", "-lm"]
-OPENMP = {"lrn_cpu"}
+OPENMP = {"lrn_cpu", "maxpool_cpu"}
+EXTRA_CFLAGS = {"maxpool_cpu": ["-fno-finite-math-only"]}  # max pooling must see NaN
 
 _lock = threading.Lock()  # held while a library is built: other threads wait for it
 _libs: dict[str, ctypes.CDLL | None] = {}  # an entry appears only once its library is loaded (or given up)
@@ -88,16 +90,18 @@ def torch_openmp() -> Path | None:
 def _variants(name: str) -> list[tuple[str, list[str], list[str]]]:
     """(tag, extra compile flags, extra link flags) to try in order."""
     runtime = torch_openmp() if name in OPENMP and os.environ.get("LRN_OPENMP", "1") != "0" else None
-    plain = ("plain", [], [])
+    extra = EXTRA_CFLAGS.get(name, [])
+    plain = (" ".join(["plain", *extra]), extra, [])
     if runtime is None:
         return [plain]
     # the runtime by path; its soname (libgomp.so.1) matches the copy torch has loaded already
-    return [(f"openmp:{runtime}", ["-fopenmp"], [str(runtime), f"-Wl,-rpath,{runtime.parent}"]), plain]
+    return [(f"openmp:{runtime} {' '.join(extra)}", ["-fopenmp", *extra], [str(runtime), f"-Wl,-rpath,{runtime.parent}"]),
+            plain]
 
 
 def build(cc: str, name: str) -> Path:
     source = SOURCES[name]
-    headers = sorted(source.parent.glob("*.h"))
+    headers = sorted({*source.parent.glob("*.h"), *Path(__file__).parent.glob("*.h")})
     text = "\0".join([source.read_text(), *(h.read_text() for h in headers)])
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,8 +114,8 @@ def build(cc: str, name: str) -> Path:
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             obj, so = Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
             try:
-                subprocess.run([cc, *CFLAGS, *cflags, "-c", str(source), "-o", str(obj)], check=True,
-                               capture_output=True, text=True)
+                subprocess.run([cc, *CFLAGS, *cflags, f"-I{Path(__file__).parent}", "-c", str(source), "-o", str(obj)],
+                               check=True, capture_output=True, text=True)
                 subprocess.run([cc, str(obj), "-o", str(so), *LDFLAGS, *ldflags], check=True, capture_output=True,
                                text=True)
             except subprocess.CalledProcessError as e:

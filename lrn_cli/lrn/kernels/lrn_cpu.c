@@ -52,18 +52,7 @@ typedef struct {
     long tile;             /* across planar: inner elements per unit */
 } job_t;
 
-/* The calling thread's scratch memory, grown on demand and kept for the next call. */
-static __thread void *scratch_buf;
-static __thread size_t scratch_cap;
-
-static void *scratch(size_t bytes) {
-    if (bytes > scratch_cap) {
-        free(scratch_buf);
-        scratch_buf = malloc(bytes);
-        scratch_cap = scratch_buf ? bytes : 0;
-    }
-    return scratch_buf;
-}
+#include "native_scratch.h"
 
 /* bfloat16 <-> float32, rounding to nearest even as torch does (NaN stays a quiet NaN) */
 static inline float bf16_load(const uint16_t *p) {
@@ -204,12 +193,6 @@ typedef struct {
     long u0, u1;
     int rc;
 } slice_t;
-
-static void scratch_release(void) {
-    free(scratch_buf);
-    scratch_buf = NULL;
-    scratch_cap = 0;
-}
 
 static void *run_slice(void *arg) {
     slice_t *s = (slice_t *)arg;
