@@ -138,6 +138,11 @@ def _exact_input(x: torch.Tensor) -> torch.Tensor:
 def _exact_levels(x: torch.Tensor) -> torch.Tensor:
     """x in float64, the grey levels of a uint8/255 image made exact (float32 x / 255 carries a
     rounding error that would move the reference's float64 truncations); other values kept."""
+    if x.dtype == torch.float32:  # first in float32: within 1e-4 there, within 1e-3 in float64
+        scaled = x * 255.0
+        levels = scaled.round()
+        if bool((scaled.sub_(levels).abs_() < 1e-4).all()):  # (as always for uint8 / 255 input)
+            return levels.to(torch.float64).div_(255.0)
     x64 = x.to(torch.float64)
     scaled = x64 * 255.0
     levels = scaled.round()
@@ -504,15 +509,15 @@ def _glass_shuffle(x: torch.Tensor, delta: int, dx: torch.Tensor, dy: torch.Tens
     visited = (sh >= delta + 1) & (sh <= h - delta) & (sw >= delta + 1) & (sw <= w - delta)
     earlier = visited & ((sh > ph) | ((sh == ph) & (sw > pw)))
     ident = torch.arange(h * w, device=dev).view(1, -1).expand(n, -1)
-    src = ident.clone().scatter_(1, p_idx, s_idx)
-    jump = ident.clone().scatter_(1, p_idx, torch.where(earlier.reshape(n, -1), s_idx, p_idx))
-    if bool(earlier.any()):
+    final = ident.clone().scatter_(1, p_idx, s_idx)  # every pixel's source
+    if bool(earlier.any()):  # (never where sources lie up and left, as for delta 1)
+        jump = ident.clone().scatter_(1, p_idx, torch.where(earlier.reshape(n, -1), s_idx, p_idx))
         while True:
             nxt = jump.gather(1, jump)
             if torch.equal(nxt, jump):
                 break
             jump = nxt
-    final = src.gather(1, jump)
+        final = final.gather(1, jump)
     flat = x.reshape(n, c, h * w)
     return flat.gather(2, final.unsqueeze(1).expand(n, c, h * w)).reshape(n, c, h, w)
 

@@ -92,7 +92,7 @@ def _c(name: str, severity: int, table: str):
 
 def _bytes(x: torch.Tensor) -> torch.Tensor:
     """x = uint8 / 255 back to its uint8 values."""
-    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return (x * 255.0).round_().clamp_(0, 255).to(torch.int16).to(torch.uint8)  # (faster than at once)
 
 
 def _levels(x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +119,15 @@ _GUIDE_BITS = 11  # 2048 guide buckets of u per level
 
 
 @functools.lru_cache(maxsize=16)
-def _poisson_tables(c: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _poisson_tables(c: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """For the rates lambda = c * level / 255 of the 256 levels: their CDFs over counts 0..K-1,
     offset by level so that all rows make one sorted (256 K,) float64 sequence; and per level and
-    bucket [m / J, (m + 1) / J) of u the draw (the count of CDF values <= u) where the bucket
-    holds no CDF value, else -1 (a (256 J,) float32 table)."""
+    bucket [m / J, (m + 1) / J) of u, (256 J,) float32 tables `guide` and `step` that give the
+    draw (the count of offset CDF values <= u + level, less level * K) as guide + (u >= step):
+    where the bucket holds no CDF value, guide is the draw and step +inf; where it holds one
+    (offset CDF value S, step is S - level, exact, rounded up to float32: for a float32 u,
+    u >= step exactly when u + level >= S), guide counts the values below the bucket; where it
+    holds more, guide is -1 (a search)."""
     lam = torch.arange(256, dtype=torch.float64) * (c / 255.0)
     top = int(c + 14 * c ** 0.5 + 30)
     ks = torch.arange(top, dtype=torch.float64)
@@ -137,21 +141,28 @@ def _poisson_tables(c: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     lo = (torch.arange(j, dtype=torch.float64) / j).expand(256, j).contiguous()
     first = torch.searchsorted(cdf, lo, right=True)  # #{CDF <= lo}
     last = torch.searchsorted(cdf, lo + 1.0 / j, right=False)  # #{CDF < hi}
-    guide = torch.where(first == last, first, -1).float()
     offset = torch.arange(256, dtype=torch.float64)[:, None]
-    return (cdf + offset).reshape(-1).contiguous(), guide.reshape(-1).contiguous(), top
+    shifted = (cdf + offset).sub_(offset)  # the offset CDF values less their level: exact
+    below = torch.searchsorted(shifted, lo, right=False)  # #{shifted < lo}
+    inside = torch.searchsorted(shifted, lo + 1.0 / j, right=False) - below  # #{shifted in [lo, hi)}
+    one = shifted.gather(1, below.clamp(max=top - 1))
+    step = one.float()
+    step = torch.where(step.double() < one, torch.nextafter(step, torch.tensor(float("inf"))), step)
+    guide = torch.where(first == last, first, torch.where(inside == 1, below, -1)).float()
+    step = torch.where((first != last) & (inside == 1), step, float("inf"))
+    return (cdf + offset).reshape(-1).contiguous(), guide.reshape(-1).contiguous(), step.reshape(-1).contiguous(), top
 
 
 def _poisson_inverse(c: float, levels: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Poisson(c * level / 255) counts (float32) by inversion at the uniforms u in [0, 1), for
     the grey levels `levels` (integers 0..255 of any dtype, u's shape)."""
-    cdf, guide, top = _poisson_tables(c)
+    cdf, guide, step, top = _poisson_tables(c)
     j = float(1 << _GUIDE_BITS)
     shape = levels.shape
     levels = levels.reshape(-1).float()
     u = u.reshape(-1)
-    bucket = torch.floor(u * j).add_(levels * j)  # exact in float32: below 2**20
-    k = guide.index_select(0, bucket.int())
+    bucket = torch.floor(u * j).add_(levels * j).int()  # exact in float32: below 2**20
+    k = guide.index_select(0, bucket).add_(u >= step.index_select(0, bucket))
     where = (k < 0).nonzero().squeeze(1)
     if len(where):
         lv = levels[where].double()
@@ -202,45 +213,44 @@ def contrast(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Te
 def rgb2hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """skimage.color.rgb2hsv of (N, 3, H, W): (h, s, v), each (N, H, W), by the same operations
     (so in float64 the same bits). Where two channels share the maximum, blue wins over green over
-    red, as skimage's successive assignments; its 0 / 0 (greys) are NaN made 0 as there."""
+    red, as skimage's successive assignments; its 0 / 0 (greys) are NaN made 0 as there. The
+    maximum's channel picks its difference (g - b, b - r or r - g) and its offset (0, 2, 4)."""
     r, g, b = x.unbind(1)
     v = torch.maximum(torch.maximum(r, g), b)
     delta = v - torch.minimum(torch.minimum(r, g), b)
     s = (delta / v).nan_to_num_(0.0)  # v = 0: delta = 0; v > 0 and delta = 0: 0 already
-    blue = (b == v).to(x.dtype)
-    green = (g == v).to(x.dtype).mul_(1 - blue)
-    red = 1 - blue - green
-    h = ((r - g).mul_(blue) + (b - r).mul_(green) + (g - b).mul_(red)).div_(delta)
-    h = h.add_(blue.mul_(4.0).add_(green.mul_(2.0))).div_(6.0)  # red: + 0, exact
+    top = (b == v).to(torch.int64).mul_(2)  # the maximum's channel: 2 blue, else 1 green, else 0
+    top += (g == v) & (top == 0)
+    diffs = torch.empty_like(x)
+    torch.sub(g, b, out=diffs[:, 0])
+    torch.sub(b, r, out=diffs[:, 1])
+    torch.sub(r, g, out=diffs[:, 2])
+    h = diffs.gather(1, top.unsqueeze(1)).squeeze(1).div_(delta)
+    h = h.add_(top.to(x.dtype).mul_(2.0)).div_(6.0)
     h = h.add_((h < 0).to(x.dtype))  # % 1.0 of values in (-1/6, 1)
     return h.nan_to_num_(0.0), s, v  # NaN exactly where delta = 0
+
+
+# per sector hi = 0..6 of hsv2rgb (6 is 0): which of (v, mid, p) r, g and b take
+_SECTOR_PICK = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 0, 1], [2, 1, 0], [1, 2, 0], [0, 2, 1], [0, 1, 2]])
 
 
 def hsv2rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """skimage.color.hsv2rgb of (N, H, W) h, s, v: (N, 3, H, W), by the same operations. Its
     sector hi = 0..5 (6, from h * 6 rounded up, is 0) gives each channel v, p or the third value
     (q in odd sectors, t in even ones): r takes v mid p p mid v, g mid v v mid p p, b p p mid v v
-    mid, i.e. |2 k - 5| = 5, 3, 1 for v, mid, p at sector k = hi for r, hi + 4 for g, hi + 2 for
-    b (mod 6). Selections are products with exact 0 / 1 weights (a * 1 + b * 0 = a): torch.where
-    is several times slower on the CPU."""
+    mid over the sectors, picked by a gather (`_SECTOR_PICK`)."""
     h6 = h * 6.0
     hi = torch.floor(h6)
     f = h6.sub_(hi)
-    p = v * (1 - s)
     odd = hi - torch.floor(hi * 0.5).mul_(2.0)  # 1.0 in odd sectors (6 is even)
     weight = (f * odd).add_((1 - f).mul_(1 - odd))  # f in odd sectors, 1 - f in even ones
-    mid = v * (1 - weight.mul_(s))  # q = v (1 - f s), t = v (1 - (1 - f) s)
-    out = torch.empty((len(v), 3, *v.shape[1:]), dtype=v.dtype)
-    for c, shift in enumerate((0.0, 4.0, 2.0)):
-        k = hi + shift
-        k = k.sub_((k >= 6.0).to(k.dtype).mul_(6.0))  # k <= 6 + 4
-        code = k.mul_(2.0).sub_(5.0).abs_()  # 5, 3, 1 for v, mid, p
-        # exact 0 / 1 weights (Lagrange polynomials at 1, 3, 5): one term is the value, two are 0
-        c1, c3, c5 = code - 1.0, code - 3.0, code.sub_(5.0)
-        torch.mul(v, c1 * c3 * 0.125, out=out[:, c])
-        out[:, c] -= mid * c1.mul_(c5).mul_(0.25)
-        out[:, c] += p * c3.mul_(c5).mul_(0.125)
-    return out
+    values = torch.empty((len(v), 3, *v.shape[1:]), dtype=v.dtype)
+    values[:, 0] = v
+    torch.mul(v, 1 - weight.mul_(s), out=values[:, 1])  # q = v (1 - f s), t = v (1 - (1 - f) s)
+    torch.mul(v, 1 - s, out=values[:, 2])  # p
+    pick = _SECTOR_PICK.index_select(0, hi.long().view(-1)).view(*hi.shape, 3)  # (index_select: fast)
+    return values.gather(1, pick.movedim(-1, 1))
 
 
 def _chunks(n: int, h: int, w: int) -> list[slice]:

@@ -125,12 +125,17 @@ def _bytes(r255: torch.Tensor) -> torch.Tensor:
     return r255.clamp(0, 255).floor_().to(torch.float32).div_(255.0)
 
 
-def _exact_bytes(v32: torch.Tensor, exact64, tol: float = 1e-3) -> torch.Tensor:
-    """float32 bytes / 255 of the reference's float64 result, from v32, its float32 evaluation
-    (0..255, clipped): floor(v32) wherever v32 is farther than `tol` from an integer (float32's
-    error here is far below it), elsewhere floor of exact64(flat indices) -> float64 values."""
+def _exact_bytes(t32: torch.Tensor, exact64, tol: float = 1e-3) -> torch.Tensor:
+    """float32 bytes / 255 of the reference's float64 result, from t32, its float32 evaluation
+    before the clip (on the 0..255 scale): with v32 = t32 clipped to 0..255, floor(v32) wherever
+    v32 is farther than `tol` from an integer (float32's error here is far below it) or t32 lies
+    half a level or more outside 0..255 (clipped in float64 too), elsewhere floor of
+    exact64(flat indices) -> float64 values (clipped there)."""
+    v32 = t32.clamp(0, 255)
     out = v32.floor()
     near = ((v32 - v32.round()).abs_() < tol).view(-1).nonzero().view(-1)
+    t = t32.view(-1)[near]
+    near = near[(t > -0.5) & (t < 255.5)]
     if len(near):
         out.view(-1)[near] = exact64(near).floor().to(out.dtype)
     return out.div_(255.0)
@@ -228,20 +233,27 @@ def fog(x: torch.Tensor, severity: int, table: str, rand: Rand) -> torch.Tensor:
     strength, decay = _param("fog", table, severity)
     m = fog_mapsize(table, *x.shape[-2:])
     u = rand.uniform(fractal_draws(m)).to(x.device)
-    return _chunked(x, lambda xs, s, e: fog_from_draws(xs, strength, decay, m, u[s:e]))
+    # the fractals in one go (their small steps cost per call), the blend in cache-sized chunks
+    frac = plasma_fractal(u, m, decay)[:, :x.shape[-2], :x.shape[-1]]
+    return _chunked(x, lambda xs, s, e: _fog_blend(xs, strength, frac[s:e]))
 
 
 def fog_from_draws(x: torch.Tensor, strength: float, decay: float, m: int, u: torch.Tensor) -> torch.Tensor:
     """The reference's fog of the (N, 3, H, W) batch, given plasma_fractal's uniforms u (N, k)."""
+    return _fog_blend(x, strength, plasma_fractal(u, m, decay)[:, :x.shape[-2], :x.shape[-1]])
+
+
+def _fog_blend(x: torch.Tensor, strength: float, frac: torch.Tensor) -> torch.Tensor:
+    """The reference's fog of the (N, 3, H, W) batch given its (N, H, W) float64 fractals."""
     n, c, h, w = x.shape
-    frac = plasma_fractal(u, m, decay)[:, :h, :w].unsqueeze(1)
+    frac = frac.unsqueeze(1)
     levels = _levels(x)
     x = levels / 255.0
     # the reference's float64 arithmetic, evaluated in float32 and redone in float64 only for
     # the values whose truncation float32 could get wrong
     top = levels.amax((1, 2, 3), keepdim=True).to(torch.float64) / 255.0  # np.array(x).max() / 255.
     gain = (top / (top + strength)).to(torch.float32)
-    v = ((x + strength * frac.to(torch.float32)) * gain).clamp_(0, 1).mul_(255.0)
+    v = ((x + strength * frac.to(torch.float32)) * gain).mul_(255.0)
 
     def exact64(i: torch.Tensor) -> torch.Tensor:
         img, pix = i // (c * h * w), i % (h * w)
@@ -786,14 +798,15 @@ def snow_from_draws(x: torch.Tensor, c, noise: torch.Tensor, angle: torch.Tensor
     x = _levels32(x)  # np.array(x, dtype=np.float32) / 255.
     gray = _rgb2gray(x)
     x = weight * x + (1 - weight) * torch.maximum(x, gray * 1.5 + 0.5)
-    flipped = layer.flip(2, 3)
     # (x + layer + rot180(layer)) in float64 there: float32 here, float64 where truncation is close
     n, c, h, w = x.shape
-    v = (x + layer.to(torch.float32) + flipped.to(torch.float32)).clamp_(0, 1).mul_(255.0)
+    layer32 = layer.to(torch.float32)
+    v = (x + layer32 + layer32.flip(2, 3)).mul_(255.0)
 
     def exact64(i: torch.Tensor) -> torch.Tensor:
         img, pix = i // (c * h * w), i % (h * w)
-        y = x.view(-1)[i].to(torch.float64) + layer.reshape(n, h * w)[img, pix] + flipped.reshape(n, h * w)[img, pix]
+        flipped = layer.reshape(n, h * w)[img, h * w - 1 - pix]  # rot180: pixel p reads pixel hw - 1 - p
+        y = x.view(-1)[i].to(torch.float64) + layer.reshape(n, h * w)[img, pix] + flipped
         return y.clamp(0, 1) * 255.0
 
     return _exact_bytes(v, exact64)
