@@ -1,6 +1,6 @@
 """`lrn bench`: how fast, and how much memory, LRN costs, measured side by side.
 
-Three tables:
+Four tables:
 
 * layers: for each shape, dtype and region, torch's own layer (`nn.LocalResponseNorm`; within a
   channel, the avg_pool2d formulation a PyTorch user would write), this project's reference
@@ -10,6 +10,7 @@ Three tables:
 * interleaved: the fused forward+backward timed alone (after itself), right after a
   convolution, and alternating with torch's layer, as in a network, where other ops' threads
   are still awake when it starts; a kernel that competes with them for the cores slows down;
+* max pooling: torch's against `lrn_cli.ops.MaxPool2d` at the classic networks' pool shapes;
 * train step: a whole SGD step of the cifar10_full preset and of an AlexNet-style net at 128 px
   with torch's LRN, with ours, and with the LRN layers replaced by identity; the overhead of LRN
   is the step time over the identity step's; and the network's evaluation throughput (forward
@@ -176,6 +177,43 @@ def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device,
             "speedup_alternating": ms["torch"] / ms["after_torch"]}
 
 
+POOL_SHAPES = [(128, 32, 32, 32), (EVAL_BATCH, 32, 32, 32), (32, 64, 63, 63)]  # cifar10_full's pool 1; AlexNet's at 128 px
+
+
+def bench_maxpool(device: torch.device, repeats: int, shapes=POOL_SHAPES) -> list[dict[str, Any]]:
+    """3 x 3 stride 2 ceil_mode max pooling, torch's nn.MaxPool2d against lrn_cli.ops.MaxPool2d:
+    forward (no grad, as in evaluation) and forward+backward."""
+    from .ops import MaxPool2d
+
+    rows = []
+    for shape in shapes:
+        x = torch.randn(*shape, device=device)
+        pools = {"torch": nn.MaxPool2d(3, 2, ceil_mode=True), "lrn": MaxPool2d(3, 2, ceil_mode=True)}
+        g = torch.randn(pools["torch"](x).shape, device=device)
+
+        def both(pool: nn.Module) -> None:
+            xx = x.detach().requires_grad_()
+            pool(xx).backward(g)
+
+        fwd: dict[str, list[float]] = {n: [] for n in pools}
+        fb: dict[str, list[float]] = {n: [] for n in pools}
+        for pool in pools.values():
+            both(pool)
+        for _ in range(repeats):
+            for name, pool in pools.items():
+                with torch.no_grad():
+                    fwd[name].append(_time(lambda: pool(x), device))
+                fb[name].append(_time(lambda: both(pool), device))
+        row: dict[str, Any] = {"shape": list(shape)}
+        for name in pools:
+            row[f"{name}_forward_ms"] = 1e3 * statistics.median(fwd[name])
+            row[f"{name}_fwd_bwd_ms"] = 1e3 * statistics.median(fb[name])
+        row["speedup_forward"] = row["torch_forward_ms"] / row["lrn_forward_ms"]
+        row["speedup_fwd_bwd"] = row["torch_fwd_bwd_ms"] / row["lrn_fwd_bwd_ms"]
+        rows.append(row)
+    return rows
+
+
 def _swap_lrn(model: nn.Module, make: Callable[[LocalResponseNorm], nn.Module]) -> nn.Module:
     for i, m in enumerate(model):
         if isinstance(m, LocalResponseNorm):
@@ -265,11 +303,12 @@ def run(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), repeats: in
             layer_rows += bench_layers(shape, DTYPES[dtype], "within", dev, repeats)
     interleaved = [bench_interleaved(shape, region, dev, repeats)
                    for region, shape in ([("within", (8, 32, 8, 8))] if quick else INTERLEAVED)]
+    pools = bench_maxpool(dev, repeats, [(8, 32, 32, 32)] if quick else POOL_SHAPES)
     steps = [] if quick else bench_train_steps(dev, step_repeats)
     from .runs import environment
 
     return {"env": environment(torch.get_num_threads(), device), "repeats": repeats, "layers": layer_rows,
-            "interleaved": interleaved, "train_steps": steps}
+            "interleaved": interleaved, "max_pool": pools, "train_steps": steps}
 
 
 def format_tables(result: dict[str, Any]) -> str:
@@ -294,6 +333,14 @@ def format_tables(result: dict[str, Any]) -> str:
             lines.append(f"{r['region']:7} {'x'.join(map(str, r['shape'])):18} {r['alone_ms']:9.2f} "
                          f"{r['after_conv_ms']:7.2f} ({r['after_conv_vs_alone']:.2f}x) {r['after_torch_ms']:7.2f} "
                          f"({r['after_torch_vs_alone']:.2f}x) {r['torch_ms']:9.2f} {r['speedup_alternating']:7.1f}x")
+    if result.get("max_pool"):
+        lines += ["", "Max pooling 3 x 3, stride 2, ceil_mode (torch's nn.MaxPool2d against lrn_cli.ops.MaxPool2d)",
+                  f"{'shape':18} {'torch fwd':>10} {'lrn fwd':>8} {'speed-up':>8} {'torch f+b':>10} {'lrn f+b':>8} "
+                  f"{'speed-up':>8}"]
+        for r in result["max_pool"]:
+            lines.append(f"{'x'.join(map(str, r['shape'])):18} {r['torch_forward_ms']:10.2f} {r['lrn_forward_ms']:8.2f} "
+                         f"{r['speedup_forward']:7.1f}x {r['torch_fwd_bwd_ms']:10.2f} {r['lrn_fwd_bwd_ms']:8.2f} "
+                         f"{r['speedup_fwd_bwd']:7.1f}x")
     if result["train_steps"]:
         lines += ["", "Train step (SGD step; overhead = step time / step with LRN replaced by identity - 1; "
                   f"evaluation: forward at batch {EVAL_BATCH}, images/s over training's)",

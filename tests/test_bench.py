@@ -28,6 +28,8 @@ def test_quick_bench_writes_every_row(tmp_path):
     assert inter["region"] == "within" and all(inter[k] > 0 for k in ("alone_ms", "after_conv_ms", "after_torch_ms"))
     assert inter["after_conv_vs_alone"] == inter["after_conv_ms"] / inter["alone_ms"]
     assert "Interleaved" in res.stdout
+    (pool,) = result["max_pool"]
+    assert pool["lrn_forward_ms"] > 0 and pool["speedup_fwd_bwd"] == pool["torch_fwd_bwd_ms"] / pool["lrn_fwd_bwd_ms"]
 
 
 def test_train_step_rows_carry_the_evaluation_throughput(monkeypatch):
