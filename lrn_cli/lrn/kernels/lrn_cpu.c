@@ -268,8 +268,8 @@ int lrn_cpu(int layout, int dtype, const void *x, const void *g, void *out, long
 #endif
     };
     if (layout == 0) {
-        /* a tile of x: 256 KB of floats forward; 64 KB backward, which also keeps 2 C tile values */
-        long tile = (g ? 16384 : 65536) / (C > 0 ? C : 1);
+        /* a tile of x: 256 KB of floats (the backward keeps 2 C tile values more: still in L2) */
+        long tile = 65536 / (C > 0 ? C : 1);
         tile = tile < 64 ? 64 : (tile > 8192 ? 8192 : tile);
         tile -= tile % VL;
         if (tile > inner) tile = inner;
