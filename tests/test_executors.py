@@ -145,7 +145,10 @@ def test_ray_kill_9_then_the_same_command_finishes_every_run_once_with_the_local
 @needs_ray
 @pytest.mark.slow
 def test_ray_sigterm_stops_runs_at_a_checkpoint_they_resume_and_a_failed_run_is_recorded(tmp_path):
-    path = write_spec(tmp_path, seeds=[0, 1], set={"train.epochs": 6, "data.per_class": 1000}, variants={
+    # enough epochs left after the first few that the signal, relayed through Ray, lands before
+    # the runs finish on their own, on a loaded machine too (epochs take well under a second)
+    epochs = 20
+    path = write_spec(tmp_path, seeds=[0, 1], set={"train.epochs": epochs, "data.per_class": 1000}, variants={
         "base": {}, "crashes": {"data.image_size": 8, "model.layers.3.pool.kernel": 9}})
     _, planned = plan(path)
     ok = [r for r in planned if r.label == "base"]
@@ -170,7 +173,7 @@ def test_ray_sigterm_stops_runs_at_a_checkpoint_they_resume_and_a_failed_run_is_
     assert all((sweep / k / "checkpoint.pt").exists() for k, s in statuses.items() if s and s["status"] == "interrupted")
     res = run_cli("ablate", "--config", str(path), "--out", str(tmp_path / "out"), *RAY, timeout=600)
     assert res.returncode == 1, res.stderr  # the crashing runs failed; the others completed
-    every_run_completed_once(sweep, ok, 6)
+    every_run_completed_once(sweep, ok, epochs)
     for r in planned:
         if r.label == "crashes":
             s = runs.read_json(sweep / r.dir / "summary.json")
