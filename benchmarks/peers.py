@@ -55,8 +55,8 @@ def _median_ms(times: list[float]) -> float:
     return 1e3 * statistics.median(times)
 
 
-def ours(threads: int) -> tuple[Callable, Callable]:
-    layer = LocalResponseNorm(SIZE, ALPHA, BETA, K, convention="alexnet")
+def calls(layer: torch.nn.Module) -> tuple[Callable, Callable]:
+    """A layer's forward (no grad) and forward+backward, as the benchmark times them."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -67,6 +67,10 @@ def ours(threads: int) -> tuple[Callable, Callable]:
         layer(xx).backward(g)
 
     return forward, both
+
+
+def ours() -> tuple[Callable, Callable]:
+    return calls(LocalResponseNorm(SIZE, ALPHA, BETA, K, convention="alexnet"))
 
 
 def our_kernel(x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -84,17 +88,7 @@ def our_kernel(x: torch.Tensor) -> Callable[[], torch.Tensor]:
 
 
 def torch_layer() -> tuple[Callable, Callable]:
-    layer = torch.nn.LocalResponseNorm(SIZE, ALPHA * SIZE, BETA, K)  # torch divides alpha by size
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return layer(x)
-
-    def both(x: torch.Tensor, g: torch.Tensor) -> None:
-        xx = x.detach().requires_grad_()
-        layer(xx).backward(g)
-
-    return forward, both
+    return calls(torch.nn.LocalResponseNorm(SIZE, ALPHA * SIZE, BETA, K))  # torch divides alpha by size
 
 
 def onnxruntime_engine(x: torch.Tensor, threads: int) -> Callable[[], Any]:
@@ -144,7 +138,7 @@ def bench_shape(shape: tuple[int, ...], threads: int, repeats: int) -> dict[str,
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g)
     grad = torch.randn(*shape, generator=g)
-    our_fwd, our_both = ours(threads)
+    our_fwd, our_both = ours()
     torch_fwd, torch_both = torch_layer()
     want = our_fwd(x)
     forward: dict[str, Callable[[], Any]] = {"lrn": lambda: our_fwd(x)}
