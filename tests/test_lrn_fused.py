@@ -268,6 +268,23 @@ def test_tiles_blocks_and_tails_match_the_reference_in_float32(shape, fmt):
 
 
 @needs_native
+@pytest.mark.parametrize("shape", [
+    (2, 700, 5, 5),    # many planes a chunk, the last chunk of each thread shorter (its pad rows)
+    (1, 2, 130, 131),  # one plane larger than a chunk
+    (3, 5, 1, 2),      # planes narrower than the window
+])
+@pytest.mark.parametrize("canon", [CANONS[5], CANONS[6], canonical(6, 0.7, 0.75, 1.3, "within", "cuda-convnet")],
+                         ids=["lo1-hi1", "lo1-hi2", "lo3-hi2"])
+def test_within_channel_chunks_and_pads_match_the_reference(shape, canon):
+    """The within-channel kernel lays chunks of planes into one padded buffer, whose size depends
+    on the plane and on each thread's share; every placement must give the formula."""
+    x, g = rand(*shape, seed=10).requires_grad_(), rand(*shape, seed=11)
+    y, yr = fused(x, canon, "native"), reference(x, canon)
+    (gx,), (gr,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yr, x, g)
+    assert (y - yr).abs().max() <= 1e-12 and (gx - gr).abs().max() <= 1e-12
+
+
+@needs_native
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("region, shape, fmt", [
     ("across", (2, 300, 9, 11), torch.contiguous_format), ("across", (2, 24, 5, 7), torch.channels_last),

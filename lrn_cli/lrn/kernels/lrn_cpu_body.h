@@ -14,6 +14,15 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUF)
 #define INLINE static inline __attribute__((always_inline))
+/* return impl(j, u0, u1, mode) with the mode a constant, so each exponent's case is compiled apart */
+#define BY_MODE(impl, j, u0, u1)                                   \
+    switch ((j)->mode) {                                           \
+    case POW_075: return impl(j, u0, u1, POW_075);                 \
+    case POW_05: return impl(j, u0, u1, POW_05);                   \
+    case POW_1: return impl(j, u0, u1, POW_1);                     \
+    case POW_0: return impl(j, u0, u1, POW_0);                     \
+    default: return impl(j, u0, u1, POW_GENERAL);                  \
+    }
 
 /* p = d^(-beta): the common exponents without exp/log */
 INLINE T FN(negpow1)(T d, int mode, T beta) {
@@ -139,13 +148,7 @@ INLINE int FN(planar_impl)(const job_t *j, long u0, long u1, const int mode) {
 }
 
 static int FN(across_planar)(const job_t *j, long u0, long u1) {
-    switch (j->mode) {
-    case POW_075: return FN(planar_impl)(j, u0, u1, POW_075);
-    case POW_05: return FN(planar_impl)(j, u0, u1, POW_05);
-    case POW_1: return FN(planar_impl)(j, u0, u1, POW_1);
-    case POW_0: return FN(planar_impl)(j, u0, u1, POW_0);
-    default: return FN(planar_impl)(j, u0, u1, POW_GENERAL);
-    }
+    BY_MODE(FN(planar_impl), j, u0, u1);
 }
 
 /*
@@ -197,87 +200,140 @@ static int FN(across_packed)(const job_t *j, long u0, long u1) {
 }
 
 /*
- * Within a channel: a unit is a chunk of (image, channel) planes of a contiguous NCHW tensor.
- * The planes of a chunk are laid out one under the other with P = max(lo, hi) zero rows and
- * columns around each, so that both box sums (rows, then columns) are shifted adds over one
- * long flat buffer, whatever the plane size; only the interior is read back.
+ * Within a channel: a unit is one (image, channel) plane of a contiguous NCHW tensor. A thread
+ * copies a chunk of its planes into a flat buffer, one under the other, each with P = max(lo,
+ * hi) zero columns on either side and P zero rows between planes (and above the first), so that
+ * both box sums (along rows, then along columns) are shifted adds over one long flat buffer,
+ * vectorized whatever the plane size. The forward makes four passes over a chunk (squares in;
+ * sums along rows; sums along columns with d and p; y out), the backward seven (the first
+ * three; g p and u = g p x / d; u's sums along rows and along columns; dx out).
  */
-static void FN(box_flat)(T *restrict dst, const T *restrict src, T *restrict tmp, long total, long Wp, long P,
-                         int lo, int hi) {
-    /* tmp = sum along rows, dst = sum of tmp along columns; the first and last P rows of the
-       buffer stay out of reach of the shifts */
-    const long a = P * Wp, b = total - P * Wp;
-    for (long i = 0; i < total; i++) tmp[i] = src[i];
-    for (int s = -lo; s <= hi; s++)
-        if (s) for (long i = P; i < total - P; i++) tmp[i] += src[i + s];
-    for (long i = a; i < b; i++) dst[i] = tmp[i];
-    for (int r = -lo; r <= hi; r++) {
-        const long off = r * Wp;
-        if (r) for (long i = a; i < b; i++) dst[i] += tmp[i + off];
+
+/* the sum of src[i + s step] for s = -lo .. hi: VL lanes from i, or one */
+INLINE V FN(vshifted)(const T *src, long i, long step, int lo, int hi) {
+    V acc = {0}, v;
+    for (int s = -lo; s <= hi; s++) {
+        memcpy(&v, src + i + s * step, sizeof v);
+        acc += v;
+    }
+    return acc;
+}
+
+INLINE T FN(shifted1)(const T *src, long i, long step, int lo, int hi) {
+    T acc = 0;
+    for (int s = -lo; s <= hi; s++) acc += src[i + s * step];
+    return acc;
+}
+
+/* dst[i] = sum of src[i + s step] for i in [a, b) */
+INLINE void FN(shift_sum)(T *restrict dst, const T *restrict src, long a, long b, long step, int lo, int hi) {
+    long i = a;
+    for (; i + VL <= b; i += VL) {
+        const V acc = FN(vshifted)(src, i, step, lo, hi);
+        memcpy(dst + i, &acc, sizeof acc);
+    }
+    for (; i < b; i++) dst[i] = FN(shifted1)(src, i, step, lo, hi);
+}
+
+/* d = k + scale * (column sums of Hs) and p = d^-beta for i in [a, b) */
+INLINE void FN(within_dp)(T *restrict D, T *restrict Pw, const T *restrict Hs, long a, long b, long Wp, int lo,
+                          int hi, T k, T scale, int mode, T beta) {
+    long i = a;
+    for (; i + VL <= b; i += VL) {
+        const V d = k + scale * FN(vshifted)(Hs, i, Wp, lo, hi), p = FN(vnegpow)(d, mode, beta);
+        if (D) memcpy(D + i, &d, sizeof d);
+        memcpy(Pw + i, &p, sizeof p);
+    }
+    for (; i < b; i++) {
+        const T d = k + scale * FN(shifted1)(Hs, i, Wp, lo, hi);
+        if (D) D[i] = d;
+        Pw[i] = FN(negpow1)(d, mode, beta);
     }
 }
 
-static int FN(within)(const job_t *j, long u0, long u1) {
+INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode) {
     const long H = j->H, W = j->W, HW = H * W;
-    const long P = j->lo > j->hi ? j->lo : j->hi, Wp = W + 2 * P, Hp = H + 2 * P;
-    size_t per, cap, bytes; /* one padded plane; a chunk's planes: about 128 KB of floats a buffer */
-    if (__builtin_mul_overflow((size_t)Hp, (size_t)Wp, &per)) return LRN_NO_MEMORY;
-    long chunk = per >= 32768 ? 1 : 32768 / (long)per;
+    const int lo = j->lo, hi = j->hi;
+    const long P = lo > hi ? lo : hi, Wp = W + 2 * P;
+    size_t per, cap, bytes; /* a plane with its pads; a chunk's planes: about 64 KB of T a buffer */
+    if (__builtin_mul_overflow((size_t)(H + P), (size_t)Wp, &per)) return LRN_NO_MEMORY;
+    long chunk = per >= 16384 ? 1 : 16384 / (long)per;
     if (chunk > u1 - u0) chunk = u1 - u0;
-    if (__builtin_mul_overflow((size_t)chunk, per, &cap) || __builtin_mul_overflow(cap, 4 * sizeof(T), &bytes))
+    /* a chunk of np planes spans rows [0, P + np (H + P)) of Wp, plus a P-element margin at each end */
+    if (__builtin_mul_overflow((size_t)chunk, per, &cap) || __builtin_add_overflow(cap, (size_t)(P * Wp + 2 * P), &cap) ||
+        __builtin_mul_overflow(cap, (j->backward ? 4 : 3) * sizeof(T), &bytes))
         return LRN_NO_MEMORY;
-    const T scale = (T)j->scale, k = (T)j->k;
+    const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;
     const T c2 = (T)(2.0 * j->beta * j->scale);
-    T *Q = scratch(bytes); /* squares, then u = g x p / d; their pads stay zero */
+    T *Q = scratch(bytes); /* x^2, then u = g x p / d (backward); their pads stay zero */
     if (!Q) return LRN_NO_MEMORY;
-    T *Sm = Q + cap, *tmp = Sm + cap, *G = tmp + cap; /* window sums; p; g p (backward) */
+    T *Hs = Q + cap, *Pw = Hs + cap, *D = j->backward ? Pw + cap : NULL; /* row sums; p; d */
     memset(Q, 0, cap * sizeof(T));
+    /* the pad rows' row sums are read as zeros: those above the first plane and below a full
+       chunk's last are never written; a shorter chunk's last pad rows are a full chunk's pad rows
+       between two planes, whose row sums (of zeros) are zero */
+    memset(Hs, 0, cap * sizeof(T));
+    Q += P, Hs += P, Pw += P; /* so that shifts by up to P stay inside the buffer */
+    if (D) D += P;
     for (long u = u0; u < u1; u += chunk) {
-        const long np = (u + chunk <= u1) ? chunk : u1 - u, total = np * per;
+        const long np = (u + chunk <= u1) ? chunk : u1 - u;
+        const long rows = P + np * (H + P), a = P * Wp, b = (rows - P) * Wp; /* the planes' rows */
         const S *x = (const S *)j->x + u * HW;
         const S *g = j->backward ? (const S *)j->g + u * HW : NULL;
         S *out = (S *)j->out + u * HW;
-        for (long q = 0; q < np; q++) /* squares into the interior */
+#define ROW(q, h) (((q) * (H + P) + P + (h)) * Wp + P) /* interior row h of plane q in the buffer */
+        for (long q = 0; q < np; q++)
             for (long h = 0; h < H; h++) {
                 const S *xr = x + q * HW + h * W;
-                T *Qr = Q + q * per + (h + P) * Wp + P;
+                T *Qr = Q + ROW(q, h);
                 for (long w = 0; w < W; w++) {
                     const T v = LD(xr + w);
                     Qr[w] = v * v;
                 }
             }
-        FN(box_flat)(Sm, Q, tmp, total, Wp, P, j->lo, j->hi);
-        /* d and p over the whole flat buffer (long loops; the pads cost a little extra) */
-        const long a = P * Wp, b = total - P * Wp;
-        for (long i = a; i < b; i++) Sm[i] = k + scale * Sm[i];
-        FN(negpow)(tmp + a, Sm + a, b - a, j->mode, (T)j->beta);
-        for (long q = 0; q < np; q++)
-            for (long h = 0; h < H; h++) {
-                const long at = q * HW + h * W, row = q * per + (h + P) * Wp + P;
-                const T *pr = tmp + row, *dr = Sm + row;
-                if (!j->backward) {
-                    for (long w = 0; w < W; w++) out[at + w] = ST(LD(x + at + w) * pr[w]);
-                    continue;
+        FN(shift_sum)(Hs, Q, a, b, 1, lo, hi);
+        FN(within_dp)(D, Pw, Hs, a, b, Wp, lo, hi, k, scale, mode, beta);
+        if (!j->backward) {
+            for (long q = 0; q < np; q++)
+                for (long h = 0; h < H; h++) {
+                    const S *xr = x + q * HW + h * W;
+                    const T *pr = Pw + ROW(q, h);
+                    S *yr = out + q * HW + h * W;
+                    for (long w = 0; w < W; w++) yr[w] = ST(LD(xr + w) * pr[w]);
                 }
+            continue;
+        }
+        for (long q = 0; q < np; q++) /* Pw becomes g p; Q's interior u = g p x / d */
+            for (long h = 0; h < H; h++) {
+                const long at = q * HW + h * W, row = ROW(q, h);
+                T *pr = Pw + row, *Qr = Q + row;
+                const T *dr = D + row;
                 for (long w = 0; w < W; w++) {
                     const T gp = LD(g + at + w) * pr[w];
-                    G[row + w] = gp;
-                    Q[row + w] = gp * LD(x + at + w) / dr[w];
+                    pr[w] = gp;
+                    Qr[w] = gp * LD(x + at + w) / dr[w];
                 }
             }
-        if (!j->backward) continue;
-        FN(box_flat)(Sm, Q, tmp, total, Wp, P, j->hi, j->lo); /* the transposed window */
+        FN(shift_sum)(Hs, Q, a, b, 1, hi, lo); /* the transposed window, along rows */
+        FN(shift_sum)(D, Hs, a, b, Wp, hi, lo);  /* and along columns, into D */
         for (long q = 0; q < np; q++)
             for (long h = 0; h < H; h++) {
-                const long at = q * HW + h * W, row = q * per + (h + P) * Wp + P;
-                for (long w = 0; w < W; w++) out[at + w] = ST(G[row + w] - c2 * LD(x + at + w) * Sm[row + w]);
+                const long at = q * HW + h * W, row = ROW(q, h);
+                const T *pr = Pw + row, *sr = D + row;
+                for (long w = 0; w < W; w++) out[at + w] = ST(pr[w] - c2 * LD(x + at + w) * sr[w]);
             }
+#undef ROW
     }
     return LRN_OK;
 }
 
+static int FN(within)(const job_t *j, long u0, long u1) {
+    BY_MODE(FN(within_impl), j, u0, u1);
+}
+
 #undef FN
 #undef INLINE
+#undef BY_MODE
 /* the storage type's macros: the next inclusion defines its own */
 #undef S
 #undef SUF
