@@ -226,6 +226,21 @@ def test_torch_compile(backend):
     assert torch.allclose(y, m(x)) and torch.allclose(g, gr)
 
 
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_the_eager_path_and_the_custom_op_give_the_same_bytes(region):
+    """In eager mode the op runs as an autograd.Function (cheaper to dispatch); torch.compile,
+    export and tracing see the custom op. Both must compute exactly the same thing."""
+    from lrn_cli.lrn.kernels.fused import fused_forward
+
+    canon = canonical(3, 0.5, 0.75, 1.0, region, "caffe")
+    x, g = rand(3, 6, 9, 11, dtype=torch.float32).requires_grad_(), rand(3, 6, 9, 11, dtype=torch.float32, seed=2)
+    y = fused(x, canon)
+    assert y.grad_fn is not None and "lrn" not in type(y.grad_fn).__name__.lower()  # the Function, not the op
+    yo = fused_forward(x, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, "auto")
+    (gx,), (go,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yo, x, g)
+    assert torch.equal(y, yo) and torch.equal(gx, go)
+
+
 def test_fused_keeps_only_its_input_for_backward():
     held = []
 
@@ -269,15 +284,18 @@ def test_tiles_blocks_and_tails_match_the_reference_in_float32(shape, fmt):
 
 @needs_native
 @pytest.mark.parametrize("shape", [
-    (2, 700, 5, 5),    # many planes a chunk, the last chunk of each thread shorter (its pad rows)
-    (1, 2, 130, 131),  # one plane larger than a chunk
-    (3, 5, 1, 2),      # planes narrower than the window
+    (2, 700, 5, 5),    # many small planes, each ending in a partial block of lanes
+    (2, 3, 16, 16),    # rows of exactly one block
+    (1, 2, 130, 131),  # large planes, rows longer than a block and not a multiple of it
+    (3, 2, 7, 1),      # one column: every horizontal neighbour masked
+    (3, 5, 1, 2),      # planes narrower and shorter than the window
 ])
 @pytest.mark.parametrize("canon", [CANONS[5], CANONS[6], canonical(6, 0.7, 0.75, 1.3, "within", "cuda-convnet")],
                          ids=["lo1-hi1", "lo1-hi2", "lo3-hi2"])
-def test_within_channel_chunks_and_pads_match_the_reference(shape, canon):
-    """The within-channel kernel lays chunks of planes into one padded buffer, whose size depends
-    on the plane and on each thread's share; every placement must give the formula."""
+def test_within_channel_pads_masks_and_tails_match_the_reference(shape, canon):
+    """The within-channel kernel runs along each plane as one flat buffer in blocks of lanes:
+    vertical neighbours are shifts by a row into zero pads, horizontal ones are masked by column,
+    and a plane's last block is partial; every plane shape and window must give the formula."""
     x, g = rand(*shape, seed=10).requires_grad_(), rand(*shape, seed=11)
     y, yr = fused(x, canon, "native"), reference(x, canon)
     (gx,), (gr,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yr, x, g)

@@ -13,9 +13,14 @@ GPU, see `gpu.py`), and the same formulas as PyTorch operations (any device, any
 deterministic on CUDA, where torch's own LRN is not). Half types are computed in float32: the C
 kernels load and round each element, so the op keeps the half-precision input for its backward,
 not a float32 copy; the other backends convert the tensor. `torch.library.custom_op` makes it one
-opaque op for autograd, `torch.compile` and tracing.
+opaque op for `torch.compile`, export and tracing; in eager mode the same computation runs
+through a `torch.autograd.Function`, whose dispatch costs a fraction of the custom op's (on the
+development machine about 110 against 270 us for a small layer's forward and backward, a
+visible share of a small network's step).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -43,7 +48,7 @@ def _native_plan(x: torch.Tensor, region: str) -> tuple[str, tuple[int, int, int
     if not _native_applies(x, region):
         return None
     n, c = x.shape[:2]
-    spatial = x[0, 0].numel() if x.dim() > 2 else 1
+    spatial = math.prod(x.shape[2:])
     if region == "within":
         h, w = (1, x.shape[2]) if x.dim() == 3 else (x.shape[2], x.shape[3])
         return "within", (n * c, h, w), x.contiguous()
@@ -122,10 +127,34 @@ def _backward(ctx, g):
 fused_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _Eager(torch.autograd.Function):
+    """fused_forward and its backward for eager mode (see the module's docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, canon: Canon, backend: str) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.canon, ctx.backend = canon, backend
+        return _run(x, None, canon, backend)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return _run(x, g, ctx.canon, ctx.backend), None, None
+
+
+def _graph_mode() -> bool:
+    """Whether torch.compile, export, tracing or scripting is capturing this call."""
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+            or torch.jit.is_scripting())
+
+
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
     check_input(x)
     widen = x.dtype in HALF and not (backend != "torch" and _native_applies(x, canon.region))
     xf = x.float() if widen else x
-    y = fused_forward(xf, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, backend)
+    if _graph_mode():
+        y = fused_forward(xf, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, backend)
+    else:
+        y = _Eager.apply(xf, canon, backend)
     return y.to(x.dtype) if widen else y

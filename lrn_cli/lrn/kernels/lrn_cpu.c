@@ -73,6 +73,7 @@ static inline uint16_t bf16_store(float f) {
 typedef float vf32 __attribute__((vector_size(64)));
 typedef double vf64 __attribute__((vector_size(64)));
 typedef uint32_t vu32 __attribute__((vector_size(64)));
+typedef uint64_t vu64 __attribute__((vector_size(64)));
 typedef int32_t vi32 __attribute__((vector_size(64)));
 typedef uint16_t vu16 __attribute__((vector_size(32)));
 
@@ -98,6 +99,8 @@ static inline void vst_bf16(uint16_t *p, vf32 v) { /* as bf16_store, lane by lan
 #define S float
 #define T float
 #define V vf32
+#define VM vu32 /* a lane mask for V, lanes of MT */
+#define MT uint32_t
 #define VL 16
 #define SUF f32
 #define VLD(p) vld_f32(p)
@@ -132,16 +135,13 @@ static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_conve
 #else
 #define HAVE_F16 0
 #endif
-#undef T
-#undef V
-#undef VL
-#undef SQRT_T
-#undef EXP_T
-#undef LOG_T
+#include "lrn_cpu_end_compute.h"
 
 #define S double
 #define T double
 #define V vf64
+#define VM vu64
+#define MT uint64_t
 #define VL 8
 #define SUF f64
 #define VLD(p) vld_f64(p)
@@ -152,12 +152,7 @@ static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_conve
 #define EXP_T exp
 #define LOG_T log
 #include "lrn_cpu_body.h"
-#undef T
-#undef V
-#undef VL
-#undef SQRT_T
-#undef EXP_T
-#undef LOG_T
+#include "lrn_cpu_end_compute.h"
 
 #define VL 16 /* the tile is a multiple of the widest block */
 

@@ -3,6 +3,7 @@
  *   S            the element type in memory (float, double, uint16_t for bfloat16, _Float16)
  *   T            the type computed in (float, or double for double)
  *   V, VL        a vector of VL values of T (GCC's vector extension, 64 bytes)
+ *   VM, MT       a lane mask for V (VL lanes of the unsigned integer MT, all ones or zero)
  *   VLD(p)       VL elements of S at p as a V;  VST(p, v)  a V stored as VL elements of S
  *   LD(p)        one element of S at p as T;    ST(v)      a T as an S
  *   SUF          the suffix of the functions defined here
@@ -201,136 +202,136 @@ static int FN(across_packed)(const job_t *j, long u0, long u1) {
 
 /*
  * Within a channel: a unit is one (image, channel) plane of a contiguous NCHW tensor. A thread
- * copies a chunk of its planes into a flat buffer, one under the other, each with P = max(lo,
- * hi) zero columns on either side and P zero rows between planes (and above the first), so that
- * both box sums (along rows, then along columns) are shifted adds over one long flat buffer,
- * vectorized whatever the plane size. The forward makes four passes over a chunk (squares in;
- * sums along rows; sums along columns with d and p; y out), the backward seven (the first
- * three; g p and u = g p x / d; u's sums along rows and along columns; dx out).
+ * copies each plane (as T) into a flat buffer X with M = P W + P zeros on either side, P =
+ * max(lo, hi), so that a vertical shift by t rows is a shift by t W along the buffer (rows
+ * outside the plane read as zeros) and a horizontal shift by s is a shift by s, masked (a table
+ * per call, from each element's column) where w + s leaves the row. The forward makes three
+ * passes over a plane (x in; column sums of x^2; their masked row sums with d, p and y out), the
+ * backward five (the same first two; u = g p x / d and g p; u's column sums over the transposed
+ * window; its masked row sums with dx out). Every pass runs along the whole plane in blocks of VL,
+ * whatever its width, and a plane's buffers (about 8 HW values of T) sit in L1 or L2.
  */
 
-/* the sum of src[i + s step] for s = -lo .. hi: VL lanes from i, or one */
-INLINE V FN(vshifted)(const T *src, long i, long step, int lo, int hi) {
-    V acc = {0}, v;
-    for (int s = -lo; s <= hi; s++) {
-        memcpy(&v, src + i + s * step, sizeof v);
-        acc += v;
-    }
-    return acc;
+/* v with the lanes whose mask is zero cleared */
+INLINE V FN(vmasked)(V v, const MT *mask) {
+    VM m;
+    memcpy(&m, mask, sizeof m);
+    return (V)((VM)v & m);
 }
 
-INLINE T FN(shifted1)(const T *src, long i, long step, int lo, int hi) {
-    T acc = 0;
-    for (int s = -lo; s <= hi; s++) acc += src[i + s * step];
-    return acc;
+INLINE V FN(vload)(const T *p) {
+    V v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
-/* dst[i] = sum of src[i + s step] for i in [a, b) */
-INLINE void FN(shift_sum)(T *restrict dst, const T *restrict src, long a, long b, long step, int lo, int hi) {
-    long i = a;
-    for (; i + VL <= b; i += VL) {
-        const V acc = FN(vshifted)(src, i, step, lo, hi);
-        memcpy(dst + i, &acc, sizeof acc);
-    }
-    for (; i < b; i++) dst[i] = FN(shifted1)(src, i, step, lo, hi);
+/* VL elements of S from p, of which only the first n exist (the rest read as zeros) */
+INLINE V FN(vload_part)(const S *p, long n) {
+    if (n >= VL) return VLD(p);
+    V v = {0};
+    for (long l = 0; l < n; l++) v[l] = LD(p + l);
+    return v;
 }
 
-/* d = k + scale * (column sums of Hs) and p = d^-beta for i in [a, b) */
-INLINE void FN(within_dp)(T *restrict D, T *restrict Pw, const T *restrict Hs, long a, long b, long Wp, int lo,
-                          int hi, T k, T scale, int mode, T beta) {
-    long i = a;
-    for (; i + VL <= b; i += VL) {
-        const V d = k + scale * FN(vshifted)(Hs, i, Wp, lo, hi), p = FN(vnegpow)(d, mode, beta);
-        if (D) memcpy(D + i, &d, sizeof d);
-        memcpy(Pw + i, &p, sizeof p);
+INLINE void FN(vstore_part)(S *p, V v, long n) {
+    if (n >= VL) {
+        VST(p, v);
+        return;
     }
-    for (; i < b; i++) {
-        const T d = k + scale * FN(shifted1)(Hs, i, Wp, lo, hi);
-        if (D) D[i] = d;
-        Pw[i] = FN(negpow1)(d, mode, beta);
+    for (long l = 0; l < n; l++) p[l] = ST(v[l]);
+}
+
+/* dst[j] = sum over t = a .. b of src[j + t W] (squared if sq), for j in [-P, HW + P) */
+INLINE void FN(column_sums)(T *restrict dst, const T *restrict src, long HW, long P, long W, int a, int b, int sq) {
+    for (long j = -P; j < HW + P; j += VL) {
+        V s = {0};
+        for (int t = a; t <= b; t++) {
+            const V v = FN(vload)(src + j + t * W);
+            s += sq ? v * v : v;
+        }
+        memcpy(dst + j, &s, sizeof s);
     }
 }
 
-INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode) {
+/* the sum over s = a .. b of cs[j + s], the lanes whose column w + s leaves the row cleared */
+INLINE V FN(row_sum)(const T *cs, const MT *masks, long ML, long j, int a, int b, long P) {
+    V s = FN(vload)(cs + j);
+    for (int t = a; t <= b; t++)
+        if (t) s += FN(vmasked)(FN(vload)(cs + j + t), masks + (t + P) * ML + j);
+    return s;
+}
+
+INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode, const int lo, const int hi) {
     const long H = j->H, W = j->W, HW = H * W;
-    const int lo = j->lo, hi = j->hi;
-    const long P = lo > hi ? lo : hi, Wp = W + 2 * P;
-    size_t per, cap, bytes; /* a plane with its pads; a chunk's planes: about 64 KB of T a buffer */
-    if (__builtin_mul_overflow((size_t)(H + P), (size_t)Wp, &per)) return LRN_NO_MEMORY;
-    long chunk = per >= 16384 ? 1 : 16384 / (long)per;
-    if (chunk > u1 - u0) chunk = u1 - u0;
-    /* a chunk of np planes spans rows [0, P + np (H + P)) of Wp, plus a P-element margin at each end */
-    if (__builtin_mul_overflow((size_t)chunk, per, &cap) || __builtin_add_overflow(cap, (size_t)(P * Wp + 2 * P), &cap) ||
-        __builtin_mul_overflow(cap, (j->backward ? 4 : 3) * sizeof(T), &bytes))
+    const long P = lo > hi ? lo : hi, M = P * W + P;
+    const long L = HW + 2 * M + VL, ML = HW + VL; /* a padded buffer; a mask table */
+    const long nbuf = j->backward ? 3 : 2;        /* X, column sums (, U); the backward's g p: ML more */
+    size_t vals, bytes;
+    if (__builtin_mul_overflow((size_t)L, (size_t)nbuf, &vals) ||
+        __builtin_add_overflow(vals, (size_t)(j->backward ? ML : 0), &vals) ||
+        __builtin_mul_overflow(vals, sizeof(T), &bytes) ||
+        __builtin_add_overflow(bytes, (size_t)(2 * P + 1) * (size_t)ML * sizeof(MT), &bytes))
         return LRN_NO_MEMORY;
+    T *X = scratch(bytes);
+    if (!X) return LRN_NO_MEMORY;
+    memset(X, 0, vals * sizeof(T)); /* the pads stay zero: only the planes' interiors are written */
+    T *Cs = X + L, *U = j->backward ? Cs + L : NULL, *GP = j->backward ? U + L : NULL;
+    MT *masks = (MT *)(X + vals); /* (2P + 1) tables: masks[(s + P) ML + i] for shift s */
+    for (long s = -P; s <= P; s++)
+        for (long i = 0; i < ML; i++) {
+            const long w = i % W + s;
+            masks[(s + P) * ML + i] = (w >= 0 && w < W) ? (MT)-1 : 0;
+        }
+    X += M, Cs += M;
+    if (U) U += M;
     const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;
     const T c2 = (T)(2.0 * j->beta * j->scale);
-    T *Q = scratch(bytes); /* x^2, then u = g x p / d (backward); their pads stay zero */
-    if (!Q) return LRN_NO_MEMORY;
-    T *Hs = Q + cap, *Pw = Hs + cap, *D = j->backward ? Pw + cap : NULL; /* row sums; p; d */
-    memset(Q, 0, cap * sizeof(T));
-    /* the pad rows' row sums are read as zeros: those above the first plane and below a full
-       chunk's last are never written; a shorter chunk's last pad rows are a full chunk's pad rows
-       between two planes, whose row sums (of zeros) are zero */
-    memset(Hs, 0, cap * sizeof(T));
-    Q += P, Hs += P, Pw += P; /* so that shifts by up to P stay inside the buffer */
-    if (D) D += P;
-    for (long u = u0; u < u1; u += chunk) {
-        const long np = (u + chunk <= u1) ? chunk : u1 - u;
-        const long rows = P + np * (H + P), a = P * Wp, b = (rows - P) * Wp; /* the planes' rows */
+    for (long u = u0; u < u1; u++) {
         const S *x = (const S *)j->x + u * HW;
         const S *g = j->backward ? (const S *)j->g + u * HW : NULL;
         S *out = (S *)j->out + u * HW;
-#define ROW(q, h) (((q) * (H + P) + P + (h)) * Wp + P) /* interior row h of plane q in the buffer */
-        for (long q = 0; q < np; q++)
-            for (long h = 0; h < H; h++) {
-                const S *xr = x + q * HW + h * W;
-                T *Qr = Q + ROW(q, h);
-                for (long w = 0; w < W; w++) {
-                    const T v = LD(xr + w);
-                    Qr[w] = v * v;
-                }
-            }
-        FN(shift_sum)(Hs, Q, a, b, 1, lo, hi);
-        FN(within_dp)(D, Pw, Hs, a, b, Wp, lo, hi, k, scale, mode, beta);
-        if (!j->backward) {
-            for (long q = 0; q < np; q++)
-                for (long h = 0; h < H; h++) {
-                    const S *xr = x + q * HW + h * W;
-                    const T *pr = Pw + ROW(q, h);
-                    S *yr = out + q * HW + h * W;
-                    for (long w = 0; w < W; w++) yr[w] = ST(LD(xr + w) * pr[w]);
-                }
-            continue;
+        long i = 0;
+        for (; i + VL <= HW; i += VL) {
+            const V v = VLD(x + i);
+            memcpy(X + i, &v, sizeof v);
         }
-        for (long q = 0; q < np; q++) /* Pw becomes g p; Q's interior u = g p x / d */
-            for (long h = 0; h < H; h++) {
-                const long at = q * HW + h * W, row = ROW(q, h);
-                T *pr = Pw + row, *Qr = Q + row;
-                const T *dr = D + row;
-                for (long w = 0; w < W; w++) {
-                    const T gp = LD(g + at + w) * pr[w];
-                    pr[w] = gp;
-                    Qr[w] = gp * LD(x + at + w) / dr[w];
-                }
+        for (; i < HW; i++) X[i] = LD(x + i);
+        FN(column_sums)(Cs, X, HW, P, W, -lo, hi, 1);
+        for (i = 0; i < HW; i += VL) {
+            const V d = k + scale * FN(row_sum)(Cs, masks, ML, i, -lo, hi, P);
+            const V p = FN(vnegpow)(d, mode, beta), xv = FN(vload)(X + i);
+            if (!j->backward) {
+                FN(vstore_part)(out + i, xv * p, HW - i);
+                continue;
             }
-        FN(shift_sum)(Hs, Q, a, b, 1, hi, lo); /* the transposed window, along rows */
-        FN(shift_sum)(D, Hs, a, b, Wp, hi, lo);  /* and along columns, into D */
-        for (long q = 0; q < np; q++)
-            for (long h = 0; h < H; h++) {
-                const long at = q * HW + h * W, row = ROW(q, h);
-                const T *pr = Pw + row, *sr = D + row;
-                for (long w = 0; w < W; w++) out[at + w] = ST(pr[w] - c2 * LD(x + at + w) * sr[w]);
-            }
-#undef ROW
+            const V gp = FN(vload_part)(g + i, HW - i) * p;
+            V uu = gp * xv / d;
+            if (i + VL > HW) /* the lanes past the plane are U's pad: zeros */
+                for (long l = HW - i; l < VL; l++) uu[l] = 0;
+            memcpy(GP + i, &gp, sizeof gp);
+            memcpy(U + i, &uu, sizeof uu);
+        }
+        if (!j->backward) continue;
+        FN(column_sums)(Cs, U, HW, P, W, -hi, lo, 0); /* the transposed window */
+        for (i = 0; i < HW; i += VL) {
+            const V s = FN(row_sum)(Cs, masks, ML, i, -hi, lo, P);
+            FN(vstore_part)(out + i, FN(vload)(GP + i) - c2 * FN(vload)(X + i) * s, HW - i);
+        }
     }
     return LRN_OK;
 }
 
+/* the common windows (3 and 5 wide, centred) compiled apart, with their loops unrolled */
+#define WITHIN_BY_SIZE(j, u0, u1, mode)                                        \
+    ((j)->lo == 1 && (j)->hi == 1   ? FN(within_impl)(j, u0, u1, mode, 1, 1) \
+     : (j)->lo == 2 && (j)->hi == 2 ? FN(within_impl)(j, u0, u1, mode, 2, 2) \
+                                    : FN(within_impl)(j, u0, u1, mode, (j)->lo, (j)->hi))
+
 static int FN(within)(const job_t *j, long u0, long u1) {
-    BY_MODE(FN(within_impl), j, u0, u1);
+    BY_MODE(WITHIN_BY_SIZE, j, u0, u1);
 }
 
+#undef WITHIN_BY_SIZE
 #undef FN
 #undef INLINE
 #undef BY_MODE
