@@ -9,12 +9,14 @@ Four tables:
   input, and achieved bytes/s against a copy measured on the same machine;
 * interleaved: the fused forward+backward timed alone (after itself), right after a
   convolution, and alternating with torch's layer, as in a network, where other ops' threads
-  are still awake when it starts; a kernel that competes with them for the cores slows down;
+  are still awake when it starts (a kernel that competes with them for the cores slows down),
+  and after a cache flush, which separates what the caches cost from what the threads cost;
 * max pooling: torch's against `lrn_cli.ops.MaxPool2d` at the classic networks' pool shapes;
 * train step: a whole SGD step of the cifar10_full preset and of an AlexNet-style net at 128 px
-  with torch's LRN, with ours, and with the LRN layers replaced by identity; the overhead of LRN
-  is the step time over the identity step's; and the network's evaluation throughput (forward
-  only, eval batch) against its training throughput.
+  with torch's LRN, with ours, and with the LRN layers replaced by identity, interleaved; the
+  overhead of LRN is the median over repeats of the step time over the identity step's timed
+  beside it (paired, so that the machine's drift cancels); and the network's evaluation
+  throughput (forward only, eval batch) against its training throughput.
 
 `LRN_MALLOC=0 lrn bench` measures what a user's own training loop gets (no malloc tuning).
 """
@@ -147,9 +149,24 @@ def bench_layers(shape: tuple[int, ...], dtype: torch.dtype, region: str, device
     return rows
 
 
+def _cache_flusher(device: torch.device) -> Callable[[], None]:
+    """A function that evicts the CPU caches: it writes twice the last-level cache (64 MB at least)."""
+    import os
+
+    try:
+        l3 = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        l3 = 0
+    buf = torch.empty(max(64 * 2**20, 2 * max(l3, 0)) // 4)
+    return (lambda: buf.fill_(1.0)) if device.type == "cpu" else (lambda: None)
+
+
 def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device, repeats: int) -> dict[str, Any]:
-    """The fused forward+backward alone, right after a convolution, and alternating with torch's
-    layer; each repeat does all three, so the first fused call follows the previous repeat's."""
+    """The fused forward+backward alone, right after a convolution, alternating with torch's
+    layer, and after the caches were flushed; each repeat does all four, so the first fused call
+    follows the previous repeat's. After a flush the kernel finds its tensors in memory, not in
+    cache, as it does after torch's layer (which writes many temporaries): the two times differ
+    by what the threads cost, not the caches."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g).to(device)
     grad = torch.randn(*shape, generator=g).to(device)
@@ -161,10 +178,13 @@ def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device,
         xx = x.detach().requires_grad_()
         layer(xx).backward(grad)
 
-    times: dict[str, list[float]] = {"alone": [], "after_conv": [], "torch": [], "after_torch": []}
+    flush = _cache_flusher(device)
+    times: dict[str, list[float]] = {"alone": [], "after_conv": [], "torch": [], "after_torch": [], "after_flush": []}
     for _ in range(2):
         step(fused), step(theirs)
     for _ in range(repeats):
+        flush()
+        times["after_flush"].append(_time(lambda: step(fused), device))
         times["alone"].append(_time(lambda: step(fused), device))
         with torch.no_grad():
             conv(x)
@@ -174,6 +194,8 @@ def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device,
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {"region": region, "shape": list(shape), **{f"{k}_ms": v for k, v in ms.items()},
             "after_conv_vs_alone": ms["after_conv"] / ms["alone"], "after_torch_vs_alone": ms["after_torch"] / ms["alone"],
+            "after_flush_vs_alone": ms["after_flush"] / ms["alone"],
+            "after_torch_vs_after_flush": ms["after_torch"] / ms["after_flush"],
             "speedup_alternating": ms["torch"] / ms["after_torch"]}
 
 
@@ -282,14 +304,18 @@ def bench_train_steps(device: torch.device, repeats: int,
         ident = statistics.median(times["identity"])
         for v in ("torch", "ours", "identity"):
             t, te = statistics.median(times[v]), statistics.median(evals[v])
+            # paired: each repeat's step over the identity step timed right after it, so that the
+            # machine's drift over the run (5-10% here) cancels; the median of those ratios
+            paired = statistics.median(a / b for a, b in zip(times[v], times["identity"]))
             rows.append({"net": name, "batch": batch, "image_size": size, "lrn": v, "step_ms": 1e3 * t,
-                         "overhead": t / ident - 1, "train_images_per_s": batch / t,
+                         "overhead": paired - 1, "overhead_of_medians": t / ident - 1,
+                         "train_images_per_s": batch / t,
                          "eval_batch": EVAL_BATCH, "eval_images_per_s": EVAL_BATCH / te,
                          "eval_vs_train": (EVAL_BATCH / te) / (batch / t)})
     return rows
 
 
-def run(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), repeats: int = 10, step_repeats: int = 11,
+def run(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), repeats: int = 10, step_repeats: int = 21,
         quick: bool = False) -> dict[str, Any]:
     keep_freed_memory()  # as lrn train does: no page faults on every large tensor, for every layer
     dev = torch.device(device)
@@ -325,14 +351,15 @@ def format_tables(result: dict[str, Any]) -> str:
         lines.append(f"{head} {r['forward_ms']:9.2f} {r['fwd_bwd_ms']:11.2f} {speed:>8} {r['held_mb']:8.1f} "
                      f"{r['gbytes_per_s']:6.1f} {100 * r['of_copy']:6.0f}%")
     if result.get("interleaved"):
-        lines += ["", "Interleaved (fused fwd+bwd float32 alone, right after a convolution, and alternating with "
-                  "torch's layer; speed-up over torch's when alternating)",
-                  f"{'region':7} {'shape':18} {'alone ms':>9} {'after conv':>11} {'after torch':>12} {'torch ms':>9} "
-                  f"{'speed-up':>8}"]
+        lines += ["", "Interleaved (fused fwd+bwd float32 alone, right after a convolution, alternating with "
+                  "torch's layer, and after a cache flush; x: over alone; speed-up over torch's when alternating)",
+                  f"{'region':7} {'shape':18} {'alone ms':>9} {'after conv':>15} {'after torch':>15} "
+                  f"{'after flush':>15} {'torch/flush':>11} {'torch ms':>9} {'speed-up':>8}"]
         for r in result["interleaved"]:
             lines.append(f"{r['region']:7} {'x'.join(map(str, r['shape'])):18} {r['alone_ms']:9.2f} "
                          f"{r['after_conv_ms']:7.2f} ({r['after_conv_vs_alone']:.2f}x) {r['after_torch_ms']:7.2f} "
-                         f"({r['after_torch_vs_alone']:.2f}x) {r['torch_ms']:9.2f} {r['speedup_alternating']:7.1f}x")
+                         f"({r['after_torch_vs_alone']:.2f}x) {r['after_flush_ms']:7.2f} ({r['after_flush_vs_alone']:.2f}x) "
+                         f"{r['after_torch_vs_after_flush']:10.2f}x {r['torch_ms']:9.2f} {r['speedup_alternating']:7.1f}x")
     if result.get("max_pool"):
         lines += ["", "Max pooling 3 x 3, stride 2, ceil_mode (torch's nn.MaxPool2d against lrn_cli.ops.MaxPool2d)",
                   f"{'shape':18} {'torch fwd':>10} {'lrn fwd':>8} {'speed-up':>8} {'torch f+b':>10} {'lrn f+b':>8} "
@@ -342,7 +369,7 @@ def format_tables(result: dict[str, Any]) -> str:
                          f"{r['speedup_forward']:7.1f}x {r['torch_fwd_bwd_ms']:10.2f} {r['lrn_fwd_bwd_ms']:8.2f} "
                          f"{r['speedup_fwd_bwd']:7.1f}x")
     if result["train_steps"]:
-        lines += ["", "Train step (SGD step; overhead = step time / step with LRN replaced by identity - 1; "
+        lines += ["", "Train step (SGD step; overhead = median of step time / step with LRN replaced by identity - 1, paired; "
                   f"evaluation: forward at batch {EVAL_BATCH}, images/s over training's)",
                   f"{'net':14} {'batch':>5} {'LRN':9} {'step ms':>9} {'overhead':>9} {'train img/s':>12} "
                   f"{'eval img/s':>11} {'eval/train':>10}"]

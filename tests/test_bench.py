@@ -25,7 +25,7 @@ def test_quick_bench_writes_every_row(tmp_path):
             assert r["held_mb"] > 0 and r["speedup"] == 1
     assert "speed-up" in res.stdout and "fused" in res.stdout
     (inter,) = result["interleaved"]
-    assert inter["region"] == "within" and all(inter[k] > 0 for k in ("alone_ms", "after_conv_ms", "after_torch_ms"))
+    assert inter["region"] == "within" and all(inter[k] > 0 for k in ("alone_ms", "after_conv_ms", "after_torch_ms", "after_flush_ms"))
     assert inter["after_conv_vs_alone"] == inter["after_conv_ms"] / inter["alone_ms"]
     assert "Interleaved" in res.stdout
     (pool,) = result["max_pool"]
