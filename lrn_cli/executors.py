@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,18 @@ def wait_free(run_dir: Path, timeout: float = 120.0) -> bool:
     return True
 
 
+def _interruptible() -> None:
+    """Make SIGINT raise KeyboardInterrupt in this process's main thread, as Ray's cancel needs.
+
+    Ray cancels a running task with `_thread.interrupt_main()`, which does nothing where SIGINT is
+    ignored; and a process started in the background by a shell without job control (`cmd &` in a
+    script, nohup, many CI runners) inherits SIGINT ignored, as do its children: the sweep, Ray's
+    workers. Their cancels were then lost and the runs trained on to the end."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class TrainJob:
     """The body of a Ray task or a SLURM job: run `lrn train --resume RUN_DIR` as a child process
     and wait for it -> {"returncode", "host", "error"}.
@@ -130,6 +143,7 @@ class TrainJob:
             return {"returncode": None, "host": host, "busy": True,
                     "error": "another process (a job of an earlier sweep?) is running it"}
         parent = os.getppid()
+        _interruptible()
         self.proc, log = spawn(path, self.die_with_parent)
         try:
             while True:
