@@ -121,3 +121,40 @@ torch.save({"openmp": native.on_torch_threads(), "outs": outs}, sys.argv[1])
         results[flag] = torch.load(out)
     assert results["0"]["openmp"] is False
     assert all(torch.equal(a, b) for a, b in zip(results["0"]["outs"], results["1"]["outs"]))
+
+
+def _vm_flags(address: int) -> list[str] | None:
+    """The VmFlags of the mapping of this process that holds `address` (from /proc/self/smaps)."""
+    inside = False
+    for line in open("/proc/self/smaps"):
+        head = line.split(maxsplit=1)[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(a, 16) for a in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    return None
+
+
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_a_large_output_is_advised_huge_pages_and_still_the_formula(region):
+    """Outputs of 32 MB or more come from fresh mmap pages; the kernel asks for transparent huge
+    pages on them (one fault per 2 MB instead of per 4 KB) before it writes. The advice must
+    reach the output's mapping and change nothing in the result."""
+    if not lrn_native.available():
+        pytest.skip("no C compiler: the native kernels are not built")
+    from lrn_cli.lrn import canonical, reference
+    from lrn_cli.lrn.kernels.fused import fused
+    canon = canonical(5, 0.4, 0.75, 1.7) if region == "across" else canonical(3, 0.9, 0.75, 1.0, "within", "caffe")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 6, 700, 1000, generator=gen, dtype=torch.float64).requires_grad_()  # 33.6 MB
+    g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    y, yr = fused(x, canon, "native"), reference(x, canon)
+    (gx,), (gr,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yr, x, g)
+    assert (y - yr).abs().max() <= 1e-12 and (gx - gr).abs().max() <= 1e-12
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if not os.path.exists("/proc/self/smaps") or not os.path.exists(thp) or "[never]" in open(thp).read():
+        return  # no transparent huge pages here: the advice is a no-op
+    for out in (y, gx):
+        middle = out.data_ptr() + out.numel() * out.element_size() // 2
+        assert "hg" in (_vm_flags(middle) or []), "the output's mapping was not advised MADV_HUGEPAGE"
