@@ -158,3 +158,26 @@ def test_a_large_output_is_advised_huge_pages_and_still_the_formula(region):
     for out in (y, gx):
         middle = out.data_ptr() + out.numel() * out.element_size() // 2
         assert "hg" in (_vm_flags(middle) or []), "the output's mapping was not advised MADV_HUGEPAGE"
+
+
+@pytest.mark.parametrize("switch, advised", [("1", True), ("0", False)])
+def test_lrn_huge_pages_0_leaves_the_output_unadvised(switch, advised):
+    """LRN_HUGE_PAGES=0 turns the advice off (for a process that would rather never wait for the
+    OS to compact memory); run in a fresh process, whose large blocks come from fresh mmap."""
+    if not lrn_native.available():
+        pytest.skip("no C compiler: the native kernels are not built")
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if not os.path.exists("/proc/self/smaps") or not os.path.exists(thp) or "[never]" in open(thp).read():
+        pytest.skip("no transparent huge pages here: the advice is a no-op")
+    code = f"""
+import sys, torch
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_lrn_native import _vm_flags
+from lrn_cli.lrn import canonical
+from lrn_cli.lrn.kernels.fused import fused
+y = fused(torch.ones(1, 6, 700, 1000, dtype=torch.float64), canonical(5, 0.4, 0.75, 1.7), "native")
+print("hg" in (_vm_flags(y.data_ptr() + y.numel() * 4) or []))
+"""
+    env = {**os.environ, "LRN_HUGE_PAGES": switch, "LRN_MALLOC": "0"}
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    assert out.stdout.split()[-1] == str(advised)

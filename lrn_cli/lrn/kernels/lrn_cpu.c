@@ -25,7 +25,8 @@
  * from its heap once its threshold has adapted), so a large output is faulted in 4 KB at a time
  * as the kernel first writes it, which can take longer than the computation. Before writing, the
  * kernel asks for transparent huge pages on such an output's whole 2 MB pages (madvise; a no-op
- * where the system has them off).
+ * where the system has them off). Where memory is fragmented the OS may then compact it first,
+ * which can stall a call (tens of ms, rarely more); lrn_cpu_set_huge_pages(0) turns it off.
  */
 #include <math.h>
 #include <stdint.h>
@@ -231,8 +232,13 @@ static int run(const job_t *job, work_fn fn, int threads) {
  * 32 MB or more; the first write then takes one fault per 2 MB instead of one per 4 KB. Smaller
  * outputs are left alone: they are mostly reused heap memory, where the call would only split
  * the heap's mapping. */
+static int huge_pages = 1;
+
+void lrn_cpu_set_huge_pages(int on) { huge_pages = on != 0; }
+
 static void advise_huge_pages(void *p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (!huge_pages) return;
     const uintptr_t huge = (uintptr_t)1 << 21;
     const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + bytes) & ~(huge - 1);
     if (bytes >= 16 * huge && e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 
 import torch
 
@@ -22,6 +23,9 @@ def load() -> ctypes.CDLL | None:
                                 ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long,
                                 ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double,
                                 ctypes.c_int]
+        lib.lrn_cpu_set_huge_pages.argtypes = [ctypes.c_int]
+        lib.lrn_cpu_set_huge_pages(os.environ.get("LRN_HUGE_PAGES", "1") != "0")
+        lib.dtypes = frozenset(d for d, i in DTYPE.items() if lib.lrn_cpu_has_dtype(i))
     return lib
 
 
@@ -32,7 +36,7 @@ def available() -> bool:
 def supports(dtype: torch.dtype) -> bool:
     """Whether the built kernels take this dtype as it is (float16 needs a compiler with _Float16)."""
     lib = load()
-    return lib is not None and dtype in DTYPE and bool(lib.lrn_cpu_has_dtype(DTYPE[dtype]))
+    return lib is not None and dtype in lib.dtypes
 
 
 def on_torch_threads() -> bool:
