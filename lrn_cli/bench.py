@@ -22,6 +22,7 @@ Four tables:
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -151,8 +152,6 @@ def bench_layers(shape: tuple[int, ...], dtype: torch.dtype, region: str, device
 
 def _cache_flusher(device: torch.device) -> Callable[[], None]:
     """A function that evicts the CPU caches: it writes twice the last-level cache (64 MB at least)."""
-    import os
-
     try:
         l3 = os.sysconf("SC_LEVEL3_CACHE_SIZE")
     except (ValueError, OSError, AttributeError):
