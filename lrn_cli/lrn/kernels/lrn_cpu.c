@@ -20,21 +20,11 @@
  * torch's workers, which stay awake between ops. Without OpenMP they start pthreads per call.
  * Scratch buffers are per thread and kept between calls, so a call allocates nothing. Compiled
  * at first use by lrn_cli/native.py (C99, vectorized by the compiler).
- *
- * Page faults: glibc gives every block of 32 MB or more fresh pages from mmap (smaller ones come
- * from its heap once its threshold has adapted), so a large output is faulted in 4 KB at a time
- * as the kernel first writes it, which can take longer than the computation. Before writing, the
- * kernel asks for transparent huge pages on such an output's whole 2 MB pages (madvise; a no-op
- * where the system has them off). Where memory is fragmented the OS may then compact it first,
- * which can stall a call (tens of ms, rarely more); lrn_cpu_set_huge_pages(0) turns it off.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #else
@@ -228,25 +218,6 @@ static int run(const job_t *job, work_fn fn, int threads) {
 }
 #endif
 
-/* Advise huge pages for the 2 MB pages that lie wholly inside [p, p + bytes), for outputs of
- * 32 MB or more; the first write then takes one fault per 2 MB instead of one per 4 KB. Smaller
- * outputs are left alone: they are mostly reused heap memory, where the call would only split
- * the heap's mapping. */
-static int huge_pages = 1;
-
-void lrn_cpu_set_huge_pages(int on) { huge_pages = on != 0; }
-
-static void advise_huge_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (!huge_pages) return;
-    const uintptr_t huge = (uintptr_t)1 << 21;
-    const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + bytes) & ~(huge - 1);
-    if (bytes >= 16 * huge && e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
-#else
-    (void)p, (void)bytes;
-#endif
-}
-
 /* 1 where this build has the storage type (0 float32, 1 float64, 2 bfloat16, 3 float16) */
 int lrn_cpu_has_dtype(int dtype) { return dtype >= 0 && dtype <= 2 ? 1 : dtype == 3 ? HAVE_F16 : 0; }
 
@@ -304,7 +275,5 @@ int lrn_cpu(int layout, int dtype, const void *x, const void *g, void *out, long
     } else {
         return LRN_BAD_LAYOUT;
     }
-    static const size_t bytes_of[4] = {4, 8, 2, 2};
-    advise_huge_pages(out, (size_t)outer * (layout == 2 ? H * W : C * inner) * bytes_of[dtype]);
     return job.items > 0 ? run(&job, table[layout][dtype], threads) : LRN_OK;
 }

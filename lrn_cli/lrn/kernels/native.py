@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 
@@ -23,8 +22,6 @@ def load() -> ctypes.CDLL | None:
                                 ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long,
                                 ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double,
                                 ctypes.c_int]
-        lib.lrn_cpu_set_huge_pages.argtypes = [ctypes.c_int]
-        lib.lrn_cpu_set_huge_pages(os.environ.get("LRN_HUGE_PAGES", "1") != "0")
         lib.dtypes = frozenset(d for d, i in DTYPE.items() if lib.lrn_cpu_has_dtype(i))
     return lib
 
