@@ -209,7 +209,9 @@ static int FN(across_packed)(const job_t *j, long u0, long u1) {
  * passes over a plane (x in; column sums of x^2; their masked row sums with d, p and y out), the
  * backward five (the same first two; u = g p x / d and g p; u's column sums over the transposed
  * window; its masked row sums with dx out). Every pass runs along the whole plane in blocks of VL,
- * whatever its width, and a plane's buffers (about 8 HW values of T) sit in L1 or L2.
+ * whatever its width, and a plane's buffers (about 8 HW values of T) sit in L1 or L2. Planes of
+ * fewer than WITHIN_GROUP values go through each pass in groups of planes (each with its own
+ * buffers), so that no pass reads what the pass before it stored a few instructions earlier.
  */
 
 /* v with the lanes whose mask is zero cleared */
@@ -261,63 +263,82 @@ INLINE V FN(row_sum)(const T *cs, const MT *masks, long ML, long j, int a, int b
     return s;
 }
 
+/* a plane of x into the buffer X, as T */
+INLINE void FN(copy_plane)(T *restrict X, const S *restrict x, long HW) {
+    long i = 0;
+    for (; i + VL <= HW; i += VL) {
+        const V v = VLD(x + i);
+        memcpy(X + i, &v, sizeof v);
+    }
+    for (; i < HW; i++) X[i] = LD(x + i);
+}
+
 INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode, const int lo, const int hi) {
     const long H = j->H, W = j->W, HW = H * W;
     const long P = lo > hi ? lo : hi, M = P * W + P;
     const long L = HW + 2 * M + VL, ML = HW + VL; /* a padded buffer; a mask table */
-    const long nbuf = j->backward ? 3 : 2;        /* X, column sums (, U); the backward's g p: ML more */
+    const long G = HW >= WITHIN_GROUP ? 1 : (WITHIN_GROUP + HW - 1) / HW; /* planes per group */
+    /* per plane: X, column sums (, U, and the backward's g p: ML more) */
+    const long per = j->backward ? 3 * L + ML : 2 * L;
     size_t vals, bytes;
-    if (__builtin_mul_overflow((size_t)L, (size_t)nbuf, &vals) ||
-        __builtin_add_overflow(vals, (size_t)(j->backward ? ML : 0), &vals) ||
+    if (__builtin_mul_overflow((size_t)per, (size_t)G, &vals) ||
         __builtin_mul_overflow(vals, sizeof(T), &bytes) ||
         __builtin_add_overflow(bytes, (size_t)(2 * P + 1) * (size_t)ML * sizeof(MT), &bytes))
         return LRN_NO_MEMORY;
-    T *X = scratch(bytes);
-    if (!X) return LRN_NO_MEMORY;
-    memset(X, 0, vals * sizeof(T)); /* the pads stay zero: only the planes' interiors are written */
-    T *Cs = X + L, *U = j->backward ? Cs + L : NULL, *GP = j->backward ? U + L : NULL;
-    MT *masks = (MT *)(X + vals); /* (2P + 1) tables: masks[(s + P) ML + i] for shift s */
+    T *buf = scratch(bytes);
+    if (!buf) return LRN_NO_MEMORY;
+    memset(buf, 0, vals * sizeof(T)); /* the pads stay zero: only the planes' interiors are written */
+    MT *masks = (MT *)(buf + vals); /* (2P + 1) tables: masks[(s + P) ML + i] for shift s */
     for (long s = -P; s <= P; s++)
         for (long i = 0; i < ML; i++) {
             const long w = i % W + s;
             masks[(s + P) * ML + i] = (w >= 0 && w < W) ? (MT)-1 : 0;
         }
-    X += M, Cs += M;
-    if (U) U += M;
+#define X_(q) (buf + (q) * per + M)
+#define CS_(q) (buf + (q) * per + L + M)
+#define U_(q) (buf + (q) * per + 2 * L + M)
+#define GP_(q) (buf + (q) * per + 3 * L)
     const T scale = (T)j->scale, k = (T)j->k, beta = (T)j->beta;
     const T c2 = (T)(2.0 * j->beta * j->scale);
-    for (long u = u0; u < u1; u++) {
-        const S *x = (const S *)j->x + u * HW;
-        const S *g = j->backward ? (const S *)j->g + u * HW : NULL;
-        S *out = (S *)j->out + u * HW;
-        long i = 0;
-        for (; i + VL <= HW; i += VL) {
-            const V v = VLD(x + i);
-            memcpy(X + i, &v, sizeof v);
-        }
-        for (; i < HW; i++) X[i] = LD(x + i);
-        FN(column_sums)(Cs, X, HW, P, W, -lo, hi, 1);
-        for (i = 0; i < HW; i += VL) {
-            const V d = k + scale * FN(row_sum)(Cs, masks, ML, i, -lo, hi, P);
-            const V p = FN(vnegpow)(d, mode, beta), xv = FN(vload)(X + i);
-            if (!j->backward) {
-                FN(vstore_part)(out + i, xv * p, HW - i);
-                continue;
+    for (long u = u0; u < u1; u += G) {
+        const long n = u1 - u < G ? u1 - u : G;
+        for (long q = 0; q < n; q++) FN(copy_plane)(X_(q), (const S *)j->x + (u + q) * HW, HW);
+        for (long q = 0; q < n; q++) FN(column_sums)(CS_(q), X_(q), HW, P, W, -lo, hi, 1);
+        for (long q = 0; q < n; q++) {
+            const T *X = X_(q), *Cs = CS_(q);
+            S *out = (S *)j->out + (u + q) * HW;
+            const S *g = j->backward ? (const S *)j->g + (u + q) * HW : NULL;
+            T *U = j->backward ? U_(q) : NULL, *GP = j->backward ? GP_(q) : NULL;
+            for (long i = 0; i < HW; i += VL) {
+                const V d = k + scale * FN(row_sum)(Cs, masks, ML, i, -lo, hi, P);
+                const V p = FN(vnegpow)(d, mode, beta), xv = FN(vload)(X + i);
+                if (!j->backward) {
+                    FN(vstore_part)(out + i, xv * p, HW - i);
+                    continue;
+                }
+                const V gp = FN(vload_part)(g + i, HW - i) * p;
+                V uu = gp * xv / d;
+                if (i + VL > HW) /* the lanes past the plane are U's pad: zeros */
+                    for (long l = HW - i; l < VL; l++) uu[l] = 0;
+                memcpy(GP + i, &gp, sizeof gp);
+                memcpy(U + i, &uu, sizeof uu);
             }
-            const V gp = FN(vload_part)(g + i, HW - i) * p;
-            V uu = gp * xv / d;
-            if (i + VL > HW) /* the lanes past the plane are U's pad: zeros */
-                for (long l = HW - i; l < VL; l++) uu[l] = 0;
-            memcpy(GP + i, &gp, sizeof gp);
-            memcpy(U + i, &uu, sizeof uu);
         }
         if (!j->backward) continue;
-        FN(column_sums)(Cs, U, HW, P, W, -hi, lo, 0); /* the transposed window */
-        for (i = 0; i < HW; i += VL) {
-            const V s = FN(row_sum)(Cs, masks, ML, i, -hi, lo, P);
-            FN(vstore_part)(out + i, FN(vload)(GP + i) - c2 * FN(vload)(X + i) * s, HW - i);
+        for (long q = 0; q < n; q++) FN(column_sums)(CS_(q), U_(q), HW, P, W, -hi, lo, 0); /* the transposed window */
+        for (long q = 0; q < n; q++) {
+            const T *X = X_(q), *Cs = CS_(q), *GP = GP_(q);
+            S *out = (S *)j->out + (u + q) * HW;
+            for (long i = 0; i < HW; i += VL) {
+                const V s = FN(row_sum)(Cs, masks, ML, i, -hi, lo, P);
+                FN(vstore_part)(out + i, FN(vload)(GP + i) - c2 * FN(vload)(X + i) * s, HW - i);
+            }
         }
     }
+#undef X_
+#undef CS_
+#undef U_
+#undef GP_
     return LRN_OK;
 }
 
