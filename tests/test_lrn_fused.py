@@ -245,6 +245,34 @@ def test_the_eager_path_and_the_custom_op_give_the_same_bytes(region):
     assert torch.equal(y, yo) and torch.equal(gx, go)
 
 
+@needs_native
+@pytest.mark.parametrize("region, shape, dtype", [
+    ("within", (3, 6, 9, 11), torch.float32), ("within", (4, 5, 13), torch.float64),
+    ("across", (3, 7, 5, 4), torch.float32), ("across", (2, 9, 6, 6), torch.bfloat16)])
+def test_the_common_case_path_gives_the_general_paths_bytes(region, shape, dtype):
+    """A contiguous CPU input goes to the C kernel by a shorter path (`_Native`); anything else
+    (here channels_last) by the general one. Both must give the same bytes, a non-contiguous
+    gradient included."""
+    from lrn_cli.lrn.kernels.fused import _Eager
+
+    canon = canonical(3, 0.5, 0.75, 1.0, region, "caffe")
+    x = rand(*shape, dtype=torch.float32).to(dtype).requires_grad_()
+    g = rand(*reversed(shape), dtype=torch.float32, seed=2).to(dtype).permute(*reversed(range(len(shape))))
+    assert not g.is_contiguous()
+    y, yg = fused(x, canon), _Eager.apply(x, canon, "auto")
+    assert type(y.grad_fn).__name__ == "_NativeBackward" and type(yg.grad_fn).__name__ == "_EagerBackward"
+    (gx,), (gg,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yg, x, g)
+    assert torch.equal(y, yg) and torch.equal(gx, gg)
+    if len(shape) == 4:
+        xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        yl = fused(xl, canon)
+        assert type(yl.grad_fn).__name__ == "_EagerBackward"
+        if region == "within":  # the same kernel on a contiguous copy
+            assert torch.equal(yl, y)
+        else:  # the packed kernel: another order of the window's sum
+            assert torch.allclose(yl, y, rtol=2 ** -7 if dtype == torch.bfloat16 else 1e-6, atol=0)
+
+
 def test_fused_keeps_only_its_input_for_backward():
     held = []
 

