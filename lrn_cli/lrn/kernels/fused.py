@@ -197,13 +197,14 @@ def _graph_mode() -> bool:
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
     check_input(x)
-    if backend == "auto" and not _graph_mode():
+    graph = _graph_mode()
+    if backend == "auto" and not graph:
         args = _kernel_args(x, canon)
         if args is not None:
             return _Native.apply(x, args)
     widen = x.dtype in HALF and not (backend != "torch" and _native_applies(x, canon.region))
     xf = x.float() if widen else x
-    if _graph_mode():
+    if graph:
         y = fused_forward(xf, canon.region, canon.lo, canon.hi, canon.scale, canon.k, canon.beta, backend)
     else:
         y = _Eager.apply(xf, canon, backend)
