@@ -250,9 +250,9 @@ def test_the_eager_path_and_the_custom_op_give_the_same_bytes(region):
     ("within", (3, 6, 9, 11), torch.float32), ("within", (4, 5, 13), torch.float64),
     ("across", (3, 7, 5, 4), torch.float32), ("across", (2, 9, 6, 6), torch.bfloat16)])
 def test_the_common_case_path_gives_the_general_paths_bytes(region, shape, dtype):
-    """A contiguous CPU input goes to the C kernel by a shorter path (`_Native`); anything else
-    (here channels_last) by the general one. Both must give the same bytes, a non-contiguous
-    gradient included."""
+    """An input the C kernel takes as it is goes to it by a shorter path (`_Native`); one it
+    needs copied (channels_last within a channel) by the general one. Both must give the same
+    bytes, a gradient in another layout included."""
     from lrn_cli.lrn.kernels.fused import _Eager
 
     canon = canonical(3, 0.5, 0.75, 1.0, region, "caffe")
@@ -266,10 +266,14 @@ def test_the_common_case_path_gives_the_general_paths_bytes(region, shape, dtype
     if len(shape) == 4:
         xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
         yl = fused(xl, canon)
-        assert type(yl.grad_fn).__name__ == "_EagerBackward"
+        (gl,) = torch.autograd.grad(yl, xl, g)
         if region == "within":  # the same kernel on a contiguous copy
-            assert torch.equal(yl, y)
-        else:  # the packed kernel: another order of the window's sum
+            assert type(yl.grad_fn).__name__ == "_EagerBackward"
+            assert torch.equal(yl, y) and torch.equal(gl, gx)
+        else:  # the packed kernel on x as it is: another order of the window's sum
+            assert type(yl.grad_fn).__name__ == "_NativeBackward" and yl.is_contiguous(memory_format=torch.channels_last)
+            (gle,) = torch.autograd.grad(_Eager.apply(xl, canon, "auto"), xl, g)
+            assert torch.equal(gl, gle)
             assert torch.allclose(yl, y, rtol=2 ** -7 if dtype == torch.bfloat16 else 1e-6, atol=0)
 
 

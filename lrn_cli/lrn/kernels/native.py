@@ -45,9 +45,15 @@ def on_torch_threads() -> bool:
 def call(layout: str, x: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor, dims: tuple[int, ...],
          lo: int, hi: int, scale: float, k: float, beta: float) -> None:
     """Run one kernel: `dims` is (outer, C, inner) for across layouts, (planes, H, W) for within."""
+    run(args(layout, x.dtype, dims, lo, hi, scale, k, beta), x, g, out)
+
+
+def args(layout: str, dtype: torch.dtype, dims: tuple[int, ...], lo: int, hi: int, scale: float, k: float,
+         beta: float) -> tuple:
+    """`run`'s arguments for a kernel call as `call` takes it."""
     outer, a, b = dims
     C, inner, H, W = (a, b, 0, 0) if layout != "within" else (0, 0, a, b)
-    run((LAYOUT[layout], DTYPE[x.dtype], outer, C, inner, H, W, lo, hi, scale, k, beta), x, g, out)
+    return (LAYOUT[layout], DTYPE[dtype], outer, C, inner, H, W, lo, hi, scale, k, beta)
 
 
 def run(args: tuple, x: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor) -> None:
