@@ -2,9 +2,10 @@
 
 glibc's malloc hands out every block above 32 MB (less by default) as fresh pages from mmap and
 returns them on free, so each large tensor of each step faults its pages in again and the
-kernel zeroes them: on a 2-core machine that is up to half of an LRN layer's time, and a good
-part of a conv net's. Serving all blocks from the heap and keeping freed memory (as jemalloc
-and tcmalloc do) removes that cost. LRN_MALLOC=0 leaves malloc alone.
+kernel zeroes them: a good part of a conv net's step on a 2-core machine. Serving all blocks
+from the heap and keeping freed memory (as jemalloc and tcmalloc do) removes that cost.
+LRN_MALLOC=0 leaves malloc alone. The LRN kernels do not depend on it: their large outputs come
+from a pool of their own (lrn_cli/native_pool.h).
 """
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ typedef struct {
 } job_t;
 
 #include "native_scratch.h"
+#include "native_pool.h" /* large outputs' memory, kept between calls (lrn_pool_*) */
 
 /* within a channel, planes smaller than this many values go through each pass in groups, so that
    a pass does not read a buffer its predecessor stored a few instructions earlier (a load that
