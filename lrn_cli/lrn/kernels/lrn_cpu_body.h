@@ -273,6 +273,15 @@ INLINE void FN(copy_plane)(T *restrict X, const S *restrict x, long HW) {
     for (; i < HW; i++) X[i] = LD(x + i);
 }
 
+/* ask for the n values at x (and at g) to be brought into the cache */
+INLINE void FN(prefetch_group)(const S *x, const S *g, long n) {
+    const char *px = (const char *)x, *pg = (const char *)g;
+    for (long b = 0; b < n * (long)sizeof(S); b += 64) {
+        __builtin_prefetch(px + b);
+        if (pg) __builtin_prefetch(pg + b);
+    }
+}
+
 INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode, const int lo, const int hi) {
     const long H = j->H, W = j->W, HW = H * W;
     const long P = lo > hi ? lo : hi, M = P * W + P;
@@ -302,6 +311,9 @@ INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode, con
     const T c2 = (T)(2.0 * j->beta * j->scale);
     for (long u = u0; u < u1; u += G) {
         const long n = u1 - u < G ? u1 - u : G;
+        if (u + n < u1 && G * HW * (long)sizeof(S) < WITHIN_PREFETCH) /* the next group's x (and g) */
+            FN(prefetch_group)((const S *)j->x + (u + n) * HW, j->backward ? (const S *)j->g + (u + n) * HW : NULL,
+                               (u1 - u - n < G ? u1 - u - n : G) * HW);
         for (long q = 0; q < n; q++) FN(copy_plane)(X_(q), (const S *)j->x + (u + q) * HW, HW);
         for (long q = 0; q < n; q++) FN(column_sums)(CS_(q), X_(q), HW, P, W, -lo, hi, 1);
         for (long q = 0; q < n; q++) {
