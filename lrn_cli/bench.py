@@ -10,7 +10,8 @@ Four tables:
 * interleaved: the fused forward+backward timed alone (after itself), right after a
   convolution, and alternating with torch's layer, as in a network, where other ops' threads
   are still awake when it starts (a kernel that competes with them for the cores slows down),
-  and after a cache flush, which separates what the caches cost from what the threads cost;
+  and after a cache flush; beside it a control, torch's own ops moving the same bytes, alone and
+  after torch's layer, which separates what the caches cost from what the threads cost;
 * max pooling: torch's against `lrn_cli.ops.MaxPool2d` at the classic networks' pool shapes;
 * train step: a whole SGD step of the cifar10_full preset and of an AlexNet-style net at 128 px
   with torch's LRN, with ours, and with the LRN layers replaced by identity, interleaved; the
@@ -151,21 +152,30 @@ def bench_layers(shape: tuple[int, ...], dtype: torch.dtype, region: str, device
 
 
 def _cache_flusher(device: torch.device) -> Callable[[], None]:
-    """A function that evicts the CPU caches: it writes twice the last-level cache (64 MB at least)."""
+    """A function that evicts the CPU caches: it reads and writes twice the last-level cache (64 MB
+    at least, 1 GB at most). A write alone does not do it here: large fills stream past the caches
+    and leave the lines they held in place (measured: a kernel is as fast after a 960 MB fill as
+    after itself, 1.8x slower after the same bytes read and written)."""
     try:
         l3 = os.sysconf("SC_LEVEL3_CACHE_SIZE")
     except (ValueError, OSError, AttributeError):
         l3 = 0
-    buf = torch.empty(max(64 * 2**20, 2 * max(l3, 0)) // 4)
-    return (lambda: buf.fill_(1.0)) if device.type == "cpu" else (lambda: None)
+    buf = torch.zeros(min(2**30, max(64 * 2**20, 2 * max(l3, 0))) // 4)
+    return (lambda: buf.add_(1.0)) if device.type == "cpu" else (lambda: None)
 
 
 def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device, repeats: int) -> dict[str, Any]:
-    """The fused forward+backward alone, right after a convolution, alternating with torch's
-    layer, and after the caches were flushed; each repeat does all four, so the first fused call
-    follows the previous repeat's. After a flush the kernel finds its tensors in memory, not in
-    cache, as it does after torch's layer (which writes many temporaries): the two times differ
-    by what the threads cost, not the caches."""
+    """The fused forward+backward alone (after itself), right after a convolution, alternating with
+    torch's layer, and after the caches were flushed; each repeat does all of them, so the first
+    fused call follows the previous repeat's.
+
+    Alone, a small shape's tensors stay in the cores' caches from the call before; after torch's
+    layer, whose temporaries pass through the same caches, they do not, and any op slows down.
+    The control says how much: torch's own memory-bound ops moving the same bytes as the fused
+    forward+backward (a clone of x and x + g: 12 MB read, 8 MB written at 128 x 32 x 16 x 16),
+    timed alone and right after torch's layer in the same way. A kernel that competes with
+    torch's threads slows down more than the control; `after_torch_vs_control` is the kernel's
+    slowdown over the control's."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g).to(device)
     grad = torch.randn(*shape, generator=g).to(device)
@@ -177,24 +187,36 @@ def bench_interleaved(shape: tuple[int, ...], region: str, device: torch.device,
         xx = x.detach().requires_grad_()
         layer(xx).backward(grad)
 
+    def control() -> None:
+        x.clone(), torch.add(x, grad)
+
     flush = _cache_flusher(device)
-    times: dict[str, list[float]] = {"alone": [], "after_conv": [], "torch": [], "after_torch": [], "after_flush": []}
+    times: dict[str, list[float]] = {k: [] for k in ("alone", "after_conv", "torch", "after_torch", "after_flush",
+                                                     "control_alone", "control_after_torch")}
     for _ in range(2):
-        step(fused), step(theirs)
+        step(fused), step(theirs), control()
     for _ in range(repeats):
         flush()
         times["after_flush"].append(_time(lambda: step(fused), device))
+        step(fused)  # the flush left the caches full of dirty lines: not alone yet
         times["alone"].append(_time(lambda: step(fused), device))
         with torch.no_grad():
             conv(x)
         times["after_conv"].append(_time(lambda: step(fused), device))
         times["torch"].append(_time(lambda: step(theirs), device))
         times["after_torch"].append(_time(lambda: step(fused), device))
+        control()
+        times["control_alone"].append(_time(control, device))
+        step(theirs)
+        times["control_after_torch"].append(_time(control, device))
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    control_ratio = ms["control_after_torch"] / ms["control_alone"]
     return {"region": region, "shape": list(shape), **{f"{k}_ms": v for k, v in ms.items()},
             "after_conv_vs_alone": ms["after_conv"] / ms["alone"], "after_torch_vs_alone": ms["after_torch"] / ms["alone"],
             "after_flush_vs_alone": ms["after_flush"] / ms["alone"],
             "after_torch_vs_after_flush": ms["after_torch"] / ms["after_flush"],
+            "control_after_torch_vs_alone": control_ratio,
+            "after_torch_vs_control": ms["after_torch"] / ms["alone"] / control_ratio,
             "speedup_alternating": ms["torch"] / ms["after_torch"]}
 
 
@@ -351,14 +373,17 @@ def format_tables(result: dict[str, Any]) -> str:
                      f"{r['gbytes_per_s']:6.1f} {100 * r['of_copy']:6.0f}%")
     if result.get("interleaved"):
         lines += ["", "Interleaved (fused fwd+bwd float32 alone, right after a convolution, alternating with "
-                  "torch's layer, and after a cache flush; x: over alone; speed-up over torch's when alternating)",
+                  "torch's layer, and after a cache flush; x: over alone; control: torch's clone and add of the "
+                  "same bytes, after torch's layer over alone; vs control: the fused slowdown over the control's; "
+                  "speed-up over torch's when alternating)",
                   f"{'region':7} {'shape':18} {'alone ms':>9} {'after conv':>15} {'after torch':>15} "
-                  f"{'after flush':>15} {'torch/flush':>11} {'torch ms':>9} {'speed-up':>8}"]
+                  f"{'after flush':>15} {'control':>8} {'vs control':>10} {'torch ms':>9} {'speed-up':>8}"]
         for r in result["interleaved"]:
             lines.append(f"{r['region']:7} {'x'.join(map(str, r['shape'])):18} {r['alone_ms']:9.2f} "
                          f"{r['after_conv_ms']:7.2f} ({r['after_conv_vs_alone']:.2f}x) {r['after_torch_ms']:7.2f} "
                          f"({r['after_torch_vs_alone']:.2f}x) {r['after_flush_ms']:7.2f} ({r['after_flush_vs_alone']:.2f}x) "
-                         f"{r['after_torch_vs_after_flush']:10.2f}x {r['torch_ms']:9.2f} {r['speedup_alternating']:7.1f}x")
+                         f"{r['control_after_torch_vs_alone']:7.2f}x {r['after_torch_vs_control']:9.2f}x "
+                         f"{r['torch_ms']:9.2f} {r['speedup_alternating']:7.1f}x")
     if result.get("max_pool"):
         lines += ["", "Max pooling 3 x 3, stride 2, ceil_mode (torch's nn.MaxPool2d against lrn_cli.ops.MaxPool2d)",
                   f"{'shape':18} {'torch fwd':>10} {'lrn fwd':>8} {'speed-up':>8} {'torch f+b':>10} {'lrn f+b':>8} "

@@ -27,6 +27,10 @@ def test_quick_bench_writes_every_row(tmp_path):
     (inter,) = result["interleaved"]
     assert inter["region"] == "within" and all(inter[k] > 0 for k in ("alone_ms", "after_conv_ms", "after_torch_ms", "after_flush_ms"))
     assert inter["after_conv_vs_alone"] == inter["after_conv_ms"] / inter["alone_ms"]
+    assert inter["control_alone_ms"] > 0 and inter["control_after_torch_vs_alone"] == \
+        inter["control_after_torch_ms"] / inter["control_alone_ms"]
+    assert abs(inter["after_torch_vs_control"] * inter["control_after_torch_vs_alone"] -
+               inter["after_torch_vs_alone"]) < 1e-9
     assert "Interleaved" in res.stdout
     (pool,) = result["max_pool"]
     assert pool["lrn_forward_ms"] > 0 and pool["speedup_fwd_bwd"] == pool["torch_fwd_bwd_ms"] / pool["lrn_fwd_bwd_ms"]
