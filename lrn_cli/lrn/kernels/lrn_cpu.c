@@ -109,6 +109,19 @@ static inline void vst_bf16(uint16_t *p, vf32 v) { /* as bf16_store, lane by lan
     memcpy(p, &h, sizeof h);
 }
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+/* d^-0.75 of 16 floats: r = 1/sqrt(d) and q = 1/sqrt(d sqrt(d)) from the 14-bit estimates with one
+   Newton step each, as GCC's -ffast-math does for 1/sqrtf, in whole 64-byte registers */
+static inline vf32 vnegpow075_f32(vf32 d) {
+    vf32 r = (vf32)_mm512_rsqrt14_ps((__m512)d);
+    r = r * ((vf32){0} + 1.5f - 0.5f * d * r * r);
+    const vf32 e = d * (d * r); /* d^1.5 */
+    vf32 q = (vf32)_mm512_rsqrt14_ps((__m512)e);
+    return q * ((vf32){0} + 1.5f - 0.5f * e * q * q);
+}
+#define VNEGPOW075(d) vnegpow075_f32(d)
+#endif
 #define S float
 #define T float
 #define V vf32
@@ -151,6 +164,7 @@ static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_conve
 #include "lrn_cpu_end_compute.h"
 
 #define S double
+#undef VNEGPOW075
 #define T double
 #define V vf64
 #define VM vu64

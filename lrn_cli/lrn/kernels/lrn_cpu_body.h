@@ -37,6 +37,9 @@ INLINE T FN(negpow1)(T d, int mode, T beta) {
 }
 
 INLINE V FN(vnegpow)(V d, int mode, T beta) {
+#ifdef VNEGPOW075
+    if (mode == POW_075) return VNEGPOW075(d);
+#endif
     V p;
     for (int l = 0; l < VL; l++) p[l] = FN(negpow1)(d[l], mode, beta);
     return p;
