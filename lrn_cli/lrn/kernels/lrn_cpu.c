@@ -113,14 +113,15 @@ static inline void vst_bf16(uint16_t *p, vf32 v) { /* as bf16_store, lane by lan
 #include <immintrin.h>
 /* d^-0.75 of 16 floats: r = 1/sqrt(d) and q = 1/sqrt(d sqrt(d)) from the 14-bit estimates with one
    Newton step each, as GCC's -ffast-math does for 1/sqrtf, in whole 64-byte registers */
-static inline vf32 vnegpow075_f32(vf32 d) {
+static inline vf32 vnegpow075_f32(vf32 d, vf32 *inv) {
     vf32 r = (vf32)_mm512_rsqrt14_ps((__m512)d);
     r = r * ((vf32){0} + 1.5f - 0.5f * d * r * r);
+    if (inv) *inv = r * r; /* 1/d */
     const vf32 e = d * (d * r); /* d^1.5 */
     vf32 q = (vf32)_mm512_rsqrt14_ps((__m512)e);
     return q * ((vf32){0} + 1.5f - 0.5f * e * q * q);
 }
-#define VNEGPOW075(d) vnegpow075_f32(d)
+#define VNEGPOW075(d, inv) vnegpow075_f32(d, inv)
 #endif
 #define S float
 #define T float

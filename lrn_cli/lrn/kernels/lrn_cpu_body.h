@@ -38,11 +38,20 @@ INLINE T FN(negpow1)(T d, int mode, T beta) {
 
 INLINE V FN(vnegpow)(V d, int mode, T beta) {
 #ifdef VNEGPOW075
-    if (mode == POW_075) return VNEGPOW075(d);
+    if (mode == POW_075) return VNEGPOW075(d, NULL);
 #endif
     V p;
     for (int l = 0; l < VL; l++) p[l] = FN(negpow1)(d[l], mode, beta);
     return p;
+}
+
+/* p = d^(-beta), and 1/d in *inv (from the same estimate where the exponent allows) */
+INLINE V FN(vnegpow_inv)(V d, int mode, T beta, V *inv) {
+#ifdef VNEGPOW075
+    if (mode == POW_075) return VNEGPOW075(d, inv);
+#endif
+    *inv = (T)1 / d;
+    return FN(vnegpow)(d, mode, beta);
 }
 
 static void FN(negpow)(T *restrict p, const T *restrict d, long n, int mode, T beta) {
@@ -132,8 +141,9 @@ INLINE int FN(planar_impl)(const job_t *j, long u0, long u1, const int mode) {
             T *Dc = D + c * tile, *Uc = U + c * tile;
             for (long i = 0; i < nv; i += VL) {
                 const V d = FN(vwindow)(x + i, inner, a, b, k, scale);
-                const V gp = VLD(g + at + i) * FN(vnegpow)(d, mode, beta);
-                const V uu = gp * VLD(x + at + i) / d;
+                V inv;
+                const V gp = VLD(g + at + i) * FN(vnegpow_inv)(d, mode, beta, &inv);
+                const V uu = gp * VLD(x + at + i) * inv;
                 memcpy(Dc + i, &gp, sizeof gp);
                 memcpy(Uc + i, &uu, sizeof uu);
             }
@@ -335,13 +345,14 @@ INLINE int FN(within_impl)(const job_t *j, long u0, long u1, const int mode, con
             T *U = j->backward ? U_(q) : NULL, *GP = j->backward ? GP_(q) : NULL;
             for (long i = 0; i < HW; i += VL) {
                 const V d = k + scale * FN(row_sum)(Cs, masks, ML, i, -lo, hi, P);
-                const V p = FN(vnegpow)(d, mode, beta), xv = FN(vload)(X + i);
+                V inv;
+                const V p = FN(vnegpow_inv)(d, mode, beta, &inv), xv = FN(vload)(X + i);
                 if (!j->backward) {
                     FN(vstore_part)(out + i, xv * p, HW - i);
                     continue;
                 }
                 const V gp = FN(vload_part)(g + i, HW - i) * p;
-                V uu = gp * xv / d;
+                V uu = gp * xv * inv;
                 if (i + VL > HW) /* the lanes past the plane are U's pad: zeros */
                     for (long l = HW - i; l < VL; l++) uu[l] = 0;
                 memcpy(GP + i, &gp, sizeof gp);
