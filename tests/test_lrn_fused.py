@@ -366,3 +366,30 @@ def test_half_types_are_computed_in_float32_without_a_float32_copy(dtype, region
         ulps = (got.contiguous().view(torch.int16).int() - want.to(dtype).contiguous().view(torch.int16).int()).abs()
         assert ulps.max() <= 1 and (ulps > 0).float().mean() < 0.01
 
+
+
+@needs_native
+@pytest.mark.parametrize("region", ["across", "within"])
+def test_the_layer_keeps_the_kernel_arguments_per_input_and_never_mixes_them_up(region):
+    """LocalResponseNorm works out the C kernel's arguments once per (shape, strides, dtype): one
+    layer fed inputs that differ in each of these, in turn and again, gives each the reference's
+    output and gradient, and an input the short path does not take (channels_last within a
+    channel, an empty batch) still goes the general way."""
+    m = LocalResponseNorm(3, 0.5, 0.75, 1.0, region=region, convention="caffe")
+    canon = m.canon(torch.empty(1, 1, 1, 1))
+    inputs = [rand(2, 6, 5, 7), rand(3, 6, 5, 7), rand(2, 6, 7, 5), rand(2, 6, 5, 7, dtype=torch.float32),
+              rand(2, 6, 5, 7).contiguous(memory_format=torch.channels_last), rand(2, 6, 5, 7)[:, :, :, 1:],
+              rand(0, 6, 5, 7)]
+    for x in inputs + inputs[::-1]:
+        x = x.detach().requires_grad_()
+        g = torch.ones_like(x)
+        y, yr = m(x), reference(x, canon)
+        (gx,), (gr,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yr, x, g)
+        tol = 1e-5 if x.dtype == torch.float32 else 1e-12
+        assert y.shape == x.shape
+        torch.testing.assert_close(y, yr, rtol=tol, atol=tol)
+        torch.testing.assert_close(gx, gr, rtol=tol, atol=tol)
+    assert len(m._native) == len(inputs)
+    for n in range(70):  # ever new shapes: the table stays small
+        m(rand(1, 6, 2, n + 1, dtype=torch.float32))
+    assert len(m._native) <= 64

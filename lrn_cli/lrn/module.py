@@ -6,6 +6,9 @@ from torch import nn
 
 from .conventions import Canon, LRNParams
 from .functional import IMPLS, apply
+from .kernels.fused import _graph_mode, native_args, native_fast
+
+_UNSEEN = object()
 
 
 class LocalResponseNorm(nn.Module):
@@ -52,6 +55,11 @@ class LocalResponseNorm(nn.Module):
             raise ValueError(f"impl must be one of {', '.join(IMPLS)} (got {impl!r})")
         self.impl = impl
         self._canon: dict[int, Canon] = {}
+        # the C kernel's arguments (or None: not that path) per input (shape, strides, dtype) on the
+        # CPU: a network calls its layers with the same few shapes, and working them out again
+        # costs tens of microseconds a call inside a train step, where the caches hold tensors,
+        # not the interpreter's data
+        self._native: dict[tuple, tuple | None] = {}
 
     size = property(lambda self: self.params.size)
     alpha = property(lambda self: self.params.alpha)
@@ -68,6 +76,15 @@ class LocalResponseNorm(nn.Module):
         return self._canon[dims]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "fused" and x.is_cpu and not _graph_mode():
+            key = (x.shape, x.stride(), x.dtype)
+            args = self._native.get(key, _UNSEEN)
+            if args is _UNSEEN:
+                if len(self._native) >= 64:  # inputs of ever new shapes: keep it small
+                    self._native.clear()
+                args = self._native[key] = native_args(x, self.canon(x))
+            if args is not None:
+                return native_fast(x, args)
         return apply(x, self.canon(x), self.impl)
 
     def extra_repr(self) -> str:

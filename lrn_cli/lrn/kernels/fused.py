@@ -175,16 +175,33 @@ def _graph_mode() -> bool:
             or torch.jit.is_scripting())
 
 
+def native_args(x: torch.Tensor, canon: Canon) -> tuple | None:
+    """The C kernel's arguments for `_Native` when it takes x as it is (its plan needs no copy),
+    else None. They depend on x only through its shape, strides, dtype and device, so a caller
+    may keep them for the next input alike in these (LocalResponseNorm does)."""
+    check_input(x)
+    if x.numel() == 0:
+        return None
+    plan = _native_plan(x, canon.region)
+    if plan is None or plan[2] is not x:
+        return None
+    layout, dims, _ = plan
+    return native.args(layout, x.dtype, dims, canon.lo, canon.hi, canon.scale, canon.k, canon.beta)
+
+
+def native_fast(x: torch.Tensor, args: tuple) -> torch.Tensor:
+    """The eager C path with arguments from `native_args` for an input like x (not in graph mode)."""
+    return _Native.apply(x, args)
+
+
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
     check_input(x)
     graph = _graph_mode()
-    if backend == "auto" and not graph and x.numel() > 0:
-        plan = _native_plan(x, canon.region)
-        if plan is not None and plan[2] is x:  # the kernel takes x as it is
-            layout, dims, _ = plan
-            return _Native.apply(x, native.args(layout, x.dtype, dims, canon.lo, canon.hi, canon.scale, canon.k,
-                                                canon.beta))
+    if backend == "auto" and not graph:
+        args = native_args(x, canon)
+        if args is not None:
+            return _Native.apply(x, args)
     widen = x.dtype in HALF and not (backend != "torch" and _native_applies(x, canon.region))
     xf = x.float() if widen else x
     if graph:
