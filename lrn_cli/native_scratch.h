@@ -8,10 +8,11 @@
 static __thread void *scratch_buf;
 static __thread size_t scratch_cap;
 
+/* 64-byte aligned, so that a kernel can lay out its buffers on cache lines */
 static void *scratch(size_t bytes) {
     if (bytes > scratch_cap) {
         free(scratch_buf);
-        scratch_buf = malloc(bytes);
+        if (posix_memalign(&scratch_buf, 64, bytes)) scratch_buf = NULL;
         scratch_cap = scratch_buf ? bytes : 0;
     }
     return scratch_buf;
