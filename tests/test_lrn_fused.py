@@ -393,3 +393,20 @@ def test_the_layer_keeps_the_kernel_arguments_per_input_and_never_mixes_them_up(
     for n in range(70):  # ever new shapes: the table stays small
         m(rand(1, 6, 2, n + 1, dtype=torch.float32))
     assert len(m._native) <= 64
+
+
+@needs_native
+@pytest.mark.parametrize("size", [9, 16, 17, 33])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_wide_within_channel_windows_match_the_reference(size, dtype):
+    """Windows whose half-width reaches a whole vector (8 doubles, 16 floats) or more, on planes
+    narrower and wider than the window: the kernel's padded buffers must hold every shifted read."""
+    canon = canonical(size, 0.9, 0.75, 1.3, "within", "cuda-convnet")
+    for shape in [(2, 3, 5, 3), (1, 2, 17, 16), (1, 3, 33, 40), (2, 1, 3, 70)]:
+        x = rand(*shape, dtype=dtype).requires_grad_()
+        g = rand(*shape, seed=1, dtype=dtype)
+        y, yr = fused(x, canon, "native"), reference(x.double(), canon)
+        (gx,), (gr,) = torch.autograd.grad(y, x, g), torch.autograd.grad(yr, x, g.double())
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(y.double(), yr, rtol=tol, atol=tol * yr.abs().max().item())
+        torch.testing.assert_close(gx.double(), gr.double(), rtol=tol, atol=tol * gr.abs().max().item())
