@@ -122,6 +122,14 @@ static inline vf32 vnegpow075_f32(vf32 d, vf32 *inv) {
     return q * ((vf32){0} + 1.5f - 0.5f * e * q * q);
 }
 #define VNEGPOW075(d, inv) vnegpow075_f32(d, inv)
+/* any other exponent: d^-beta = exp(-beta log d) with glibc's vector expf and logf (libmvec, which
+   the library links), 16 lanes a call; GCC's own code called the scalar functions lane by lane */
+__m512 _ZGVeN16v_expf(__m512);
+__m512 _ZGVeN16v_logf(__m512);
+static inline vf32 vnegpow_general_f32(vf32 d, float beta) {
+    return (vf32)_ZGVeN16v_expf((__m512)(-beta * (vf32)_ZGVeN16v_logf((__m512)d)));
+}
+#define VNEGPOW_GENERAL(d, beta) vnegpow_general_f32(d, beta)
 #endif
 #define S float
 #define T float
@@ -166,6 +174,7 @@ static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_conve
 
 #define S double
 #undef VNEGPOW075
+#undef VNEGPOW_GENERAL
 #define T double
 #define V vf64
 #define VM vu64

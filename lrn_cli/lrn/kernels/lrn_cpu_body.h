@@ -40,6 +40,9 @@ INLINE V FN(vnegpow)(V d, int mode, T beta) {
 #ifdef VNEGPOW075
     if (mode == POW_075) return VNEGPOW075(d, NULL);
 #endif
+#ifdef VNEGPOW_GENERAL
+    if (mode == POW_GENERAL) return VNEGPOW_GENERAL(d, beta);
+#endif
     V p;
     for (int l = 0; l < VL; l++) p[l] = FN(negpow1)(d[l], mode, beta);
     return p;
