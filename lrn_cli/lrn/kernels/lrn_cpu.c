@@ -175,6 +175,14 @@ static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_conve
 #define S double
 #undef VNEGPOW075
 #undef VNEGPOW_GENERAL
+#ifdef __AVX512F__
+__m512d _ZGVeN8v_exp(__m512d);
+__m512d _ZGVeN8v_log(__m512d);
+static inline vf64 vnegpow_general_f64(vf64 d, double beta) {
+    return (vf64)_ZGVeN8v_exp((__m512d)(-beta * (vf64)_ZGVeN8v_log((__m512d)d)));
+}
+#define VNEGPOW_GENERAL(d, beta) vnegpow_general_f64(d, beta)
+#endif
 #define T double
 #define V vf64
 #define VM vu64
