@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,39 @@ torch.save({"openmp": native.on_torch_threads(), "outs": outs}, sys.argv[1])
         results[flag] = torch.load(out)
     assert results["0"]["openmp"] is False
     assert all(torch.equal(a, b) for a, b in zip(results["0"]["outs"], results["1"]["outs"]))
+
+
+def test_an_avx2_build_computes_the_same_formula(tmp_path):
+    """The kernels take AVX-512 paths where the compiler targets it (this machine) and AVX2 or
+    the compiler's own code elsewhere. Built for an AVX2 CPU (-march=haswell), the general
+    exponent (libmvec's 8-lane exp/log) and beta 0.75 must match the reference in float32."""
+    if not lrn_native.available():
+        pytest.skip("no C compiler: the native kernels are not built")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "avx2" not in cpuinfo.read_text().split():
+        pytest.skip("not an x86 CPU with AVX2 (or no /proc/cpuinfo)")
+    code = """
+import sys, torch
+import lrn_cli.native as build
+build.CFLAGS = [f if f != "-march=native" else "-march=haswell" for f in build.CFLAGS]
+from lrn_cli.lrn import canonical, reference
+from lrn_cli.lrn.kernels.fused import fused
+g = torch.Generator().manual_seed(0)
+x = (3 * torch.randn(3, 21, 9, 13, generator=g, dtype=torch.float64)).requires_grad_()
+worst = 0.0
+for beta in (0.6, 0.75):
+    for region in ("across", "within"):
+        canon = canonical(5, 0.4, beta, 1.7, region, "cuda-convnet")
+        x32 = x.detach().float().requires_grad_()
+        y = fused(x32, canon, "native")
+        gx, = torch.autograd.grad(y, x32, torch.ones_like(y))
+        yr = reference(x, canon)
+        gr, = torch.autograd.grad(yr, x, torch.ones_like(yr))
+        worst = max(worst, ((y.double() - yr).abs().max() / yr.abs().max()).item(),
+                    ((gx.double() - gr).abs().max() / gr.abs().max()).item())
+print(worst)
+"""
+    env = {**os.environ, "LRN_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+    assert any("lrn_cpu" in p.name for p in tmp_path.iterdir())  # it built its own library

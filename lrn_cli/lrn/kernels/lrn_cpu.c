@@ -130,6 +130,19 @@ static inline vf32 vnegpow_general_f32(vf32 d, float beta) {
     return (vf32)_ZGVeN16v_expf((__m512)(-beta * (vf32)_ZGVeN16v_logf((__m512)d)));
 }
 #define VNEGPOW_GENERAL(d, beta) vnegpow_general_f32(d, beta)
+#elif defined(__AVX2__)
+#include <immintrin.h>
+/* the same with libmvec's 8-lane AVX2 functions, on each half of the vector */
+__m256 _ZGVdN8v_expf(__m256);
+__m256 _ZGVdN8v_logf(__m256);
+static inline vf32 vnegpow_general_f32(vf32 d, float beta) {
+    __m256 h[2];
+    memcpy(h, &d, sizeof d);
+    for (int i = 0; i < 2; i++) h[i] = _ZGVdN8v_expf(_mm256_mul_ps(_mm256_set1_ps(-beta), _ZGVdN8v_logf(h[i])));
+    memcpy(&d, h, sizeof d);
+    return d;
+}
+#define VNEGPOW_GENERAL(d, beta) vnegpow_general_f32(d, beta)
 #endif
 #define S float
 #define T float
@@ -180,6 +193,17 @@ __m512d _ZGVeN8v_exp(__m512d);
 __m512d _ZGVeN8v_log(__m512d);
 static inline vf64 vnegpow_general_f64(vf64 d, double beta) {
     return (vf64)_ZGVeN8v_exp((__m512d)(-beta * (vf64)_ZGVeN8v_log((__m512d)d)));
+}
+#define VNEGPOW_GENERAL(d, beta) vnegpow_general_f64(d, beta)
+#elif defined(__AVX2__)
+__m256d _ZGVdN4v_exp(__m256d);
+__m256d _ZGVdN4v_log(__m256d);
+static inline vf64 vnegpow_general_f64(vf64 d, double beta) {
+    __m256d h[2];
+    memcpy(h, &d, sizeof d);
+    for (int i = 0; i < 2; i++) h[i] = _ZGVdN4v_exp(_mm256_mul_pd(_mm256_set1_pd(-beta), _ZGVdN4v_log(h[i])));
+    memcpy(&d, h, sizeof d);
+    return d;
 }
 #define VNEGPOW_GENERAL(d, beta) vnegpow_general_f64(d, beta)
 #endif
