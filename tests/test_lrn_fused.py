@@ -393,6 +393,12 @@ def test_the_layer_keeps_the_kernel_arguments_per_input_and_never_mixes_them_up(
     for n in range(70):  # ever new shapes: the table stays small
         m(rand(1, 6, 2, n + 1, dtype=torch.float32))
     assert len(m._native) <= 64
+    # a copy (pickled to a worker, saved whole) starts without this process's arguments
+    import copy
+    import pickle
+
+    for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert other._native == {} and torch.equal(other(inputs[0]), m(inputs[0]))
 
 
 @needs_native

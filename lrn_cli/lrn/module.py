@@ -75,6 +75,12 @@ class LocalResponseNorm(nn.Module):
             self._canon[dims] = self.params.canon(dims)
         return self._canon[dims]
 
+    def __getstate__(self):  # the kernel arguments belong to this process (its built library)
+        return {**self.__dict__, "_native": {}}
+
+    def __setstate__(self, state):
+        super().__setstate__({**state, "_native": {}})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.impl == "fused" and x.is_cpu and not _graph_mode():
             key = (x.shape, x.stride(), x.dtype)
