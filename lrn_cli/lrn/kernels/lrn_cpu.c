@@ -109,8 +109,23 @@ static inline void vst_bf16(uint16_t *p, vf32 v) { /* as bf16_store, lane by lan
     memcpy(p, &h, sizeof h);
 }
 
-#ifdef __AVX512F__
+/* d^-beta for any other exponent: exp(-beta log d) with glibc's vector exp and log (libmvec, which
+   the library links), on the vector's PARTS registers of type H (1 on AVX-512, 2 halves on AVX2);
+   GCC's own code called the scalar functions lane by lane. It declares libmvec's EXP and LOG (H -> H) */
+#define VNEGPOW_GENERAL_DEF(name, V, T, H, PARTS, EXP, LOG, MUL, SET1)             \
+    H EXP(H);                                                                      \
+    H LOG(H);                                                                      \
+    static inline V name(V d, T beta) {                                            \
+        H h[PARTS];                                                                \
+        memcpy(h, &d, sizeof d);                                                   \
+        for (int i = 0; i < PARTS; i++) h[i] = EXP(MUL(SET1(-beta), LOG(h[i])));  \
+        memcpy(&d, h, sizeof d);                                                   \
+        return d;                                                                  \
+    }
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#ifdef __AVX512F__
 /* d^-0.75 of 16 floats: r = 1/sqrt(d) and q = 1/sqrt(d sqrt(d)) from the 14-bit estimates with one
    Newton step each, as GCC's -ffast-math does for 1/sqrtf, in whole 64-byte registers */
 static inline vf32 vnegpow075_f32(vf32 d, vf32 *inv) {
@@ -122,26 +137,12 @@ static inline vf32 vnegpow075_f32(vf32 d, vf32 *inv) {
     return q * ((vf32){0} + 1.5f - 0.5f * e * q * q);
 }
 #define VNEGPOW075(d, inv) vnegpow075_f32(d, inv)
-/* any other exponent: d^-beta = exp(-beta log d) with glibc's vector expf and logf (libmvec, which
-   the library links), 16 lanes a call; GCC's own code called the scalar functions lane by lane */
-__m512 _ZGVeN16v_expf(__m512);
-__m512 _ZGVeN16v_logf(__m512);
-static inline vf32 vnegpow_general_f32(vf32 d, float beta) {
-    return (vf32)_ZGVeN16v_expf((__m512)(-beta * (vf32)_ZGVeN16v_logf((__m512)d)));
-}
+VNEGPOW_GENERAL_DEF(vnegpow_general_f32, vf32, float, __m512, 1, _ZGVeN16v_expf, _ZGVeN16v_logf, _mm512_mul_ps,
+                    _mm512_set1_ps)
 #define VNEGPOW_GENERAL(d, beta) vnegpow_general_f32(d, beta)
 #elif defined(__AVX2__)
-#include <immintrin.h>
-/* the same with libmvec's 8-lane AVX2 functions, on each half of the vector */
-__m256 _ZGVdN8v_expf(__m256);
-__m256 _ZGVdN8v_logf(__m256);
-static inline vf32 vnegpow_general_f32(vf32 d, float beta) {
-    __m256 h[2];
-    memcpy(h, &d, sizeof d);
-    for (int i = 0; i < 2; i++) h[i] = _ZGVdN8v_expf(_mm256_mul_ps(_mm256_set1_ps(-beta), _ZGVdN8v_logf(h[i])));
-    memcpy(&d, h, sizeof d);
-    return d;
-}
+VNEGPOW_GENERAL_DEF(vnegpow_general_f32, vf32, float, __m256, 2, _ZGVdN8v_expf, _ZGVdN8v_logf, _mm256_mul_ps,
+                    _mm256_set1_ps)
 #define VNEGPOW_GENERAL(d, beta) vnegpow_general_f32(d, beta)
 #endif
 #define S float
@@ -189,22 +190,12 @@ static inline void vst_f16(_Float16 *p, vf32 v) { const vf16 h = __builtin_conve
 #undef VNEGPOW075
 #undef VNEGPOW_GENERAL
 #ifdef __AVX512F__
-__m512d _ZGVeN8v_exp(__m512d);
-__m512d _ZGVeN8v_log(__m512d);
-static inline vf64 vnegpow_general_f64(vf64 d, double beta) {
-    return (vf64)_ZGVeN8v_exp((__m512d)(-beta * (vf64)_ZGVeN8v_log((__m512d)d)));
-}
+VNEGPOW_GENERAL_DEF(vnegpow_general_f64, vf64, double, __m512d, 1, _ZGVeN8v_exp, _ZGVeN8v_log, _mm512_mul_pd,
+                    _mm512_set1_pd)
 #define VNEGPOW_GENERAL(d, beta) vnegpow_general_f64(d, beta)
 #elif defined(__AVX2__)
-__m256d _ZGVdN4v_exp(__m256d);
-__m256d _ZGVdN4v_log(__m256d);
-static inline vf64 vnegpow_general_f64(vf64 d, double beta) {
-    __m256d h[2];
-    memcpy(h, &d, sizeof d);
-    for (int i = 0; i < 2; i++) h[i] = _ZGVdN4v_exp(_mm256_mul_pd(_mm256_set1_pd(-beta), _ZGVdN4v_log(h[i])));
-    memcpy(&d, h, sizeof d);
-    return d;
-}
+VNEGPOW_GENERAL_DEF(vnegpow_general_f64, vf64, double, __m256d, 2, _ZGVdN4v_exp, _ZGVdN4v_log, _mm256_mul_pd,
+                    _mm256_set1_pd)
 #define VNEGPOW_GENERAL(d, beta) vnegpow_general_f64(d, beta)
 #endif
 #define T double
