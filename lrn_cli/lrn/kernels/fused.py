@@ -196,12 +196,13 @@ def native_fast(x: torch.Tensor, args: tuple) -> torch.Tensor:
 
 def fused(x: torch.Tensor, canon: Canon, backend: str = "auto") -> torch.Tensor:
     """LRN of x with the fused kernels; backend 'auto' (C where it applies), 'native' or 'torch'."""
-    check_input(x)
     graph = _graph_mode()
     if backend == "auto" and not graph:
-        args = native_args(x, canon)
+        args = native_args(x, canon)  # checks x
         if args is not None:
             return _Native.apply(x, args)
+    else:
+        check_input(x)
     widen = x.dtype in HALF and not (backend != "torch" and _native_applies(x, canon.region))
     xf = x.float() if widen else x
     if graph:
